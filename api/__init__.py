@@ -1,0 +1,1 @@
+"""HTTP adapter: FastAPI in front of the protocol-neutral core in `common/`."""

@@ -1,0 +1,28 @@
+"""`python -m api [--host H] [--port P] [--workers N]`: serve the API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from common.settings import get_settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m api")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    # uvicorn's own access log prints query strings (and so `api_key`): ours does not.
+    uvicorn.run("api.main:app_factory", factory=True, host=args.host, port=args.port,
+                workers=args.workers, access_log=False, log_level=settings.log_level.lower())
+
+
+if __name__ == "__main__":
+    main()

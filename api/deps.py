@@ -1,0 +1,77 @@
+"""Typed dependencies: the services object and the two API-key roles."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from celery import Celery
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, APIKeyQuery
+
+from common.dataplane import DataPlane
+from common.db import BackgroundLogWriter, PredictionLogRepo
+from common.errors import Forbidden, NotAuthenticated
+from common.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    plane: DataPlane
+    cache: aioredis.Redis
+    producer: Celery
+    log_repo: PredictionLogRepo
+    log_writer: BackgroundLogWriter
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+class Role(Enum):
+    READER = "reader"
+    ADMIN = "admin"
+
+
+_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                       description="API key; the `api_key` query parameter works too")
+_query = APIKeyQuery(name="api_key", auto_error=False)
+
+
+def role_for_key(settings: Settings, key: str | None) -> Role | None:
+    """Compare the key's digest with every stored digest in constant time."""
+    if not key:
+        return None
+    digest = hashlib.sha256(key.encode()).hexdigest().encode()
+    admin = any([hmac.compare_digest(digest, h.encode()) for h in settings.admin_api_key_sha256])
+    reader = any([hmac.compare_digest(digest, h.encode()) for h in settings.api_key_sha256])
+    return Role.ADMIN if admin else Role.READER if reader else None
+
+
+def require_key(
+    services: ServicesDep,
+    header_key: Annotated[str | None, Security(_header)],
+    query_key: Annotated[str | None, Security(_query)],
+) -> Role:
+    role = role_for_key(services.settings, header_key or query_key)
+    if role is None:
+        raise NotAuthenticated("a valid API key is required (X-API-Key header)")
+    return role
+
+
+def require_admin(role: Annotated[Role, Depends(require_key)]) -> Role:
+    if role is not Role.ADMIN:
+        raise Forbidden("this route needs an admin API key")
+    return role
+
+
+ReaderDep = Annotated[Role, Depends(require_key)]
+AdminDep = Annotated[Role, Depends(require_admin)]

@@ -1,0 +1,48 @@
+"""Send prediction tasks to the workers by name and await their results on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from api.pubsub import ResultListener
+from common.celery_config import celery_config
+from common.errors import BackendUnavailable
+from common.protocol import PREDICT_TASK
+from common.registry import ModelMetadata
+from common.settings import Settings
+
+
+def create_producer(settings: Settings) -> Celery:
+    """A Celery app that only sends: no result backend, no task code, no ML imports."""
+    app = Celery("serving", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+class CeleryDispatcher:
+    def __init__(self, producer: Celery, listener: ResultListener, queue: str,
+                 timeout: float) -> None:
+        self.producer = producer
+        self.listener = listener
+        self.queue = queue
+        self.timeout = timeout
+
+    async def predict(self, request_id: str, meta: ModelMetadata, rows: list[list[Any]],
+                      received_at: float) -> dict[str, Any]:
+        task_id = self.listener.new_task_id()
+        future = self.listener.expect(task_id)
+        args = [request_id, meta.model_type, meta.version, meta.sha256, rows, received_at]
+        try:
+            # Publishing is a short blocking call in kombu; a thread keeps the loop free.
+            await asyncio.to_thread(
+                self.producer.send_task, PREDICT_TASK, args=args, task_id=task_id,
+                queue=self.queue,
+            )
+        except OperationalError as exc:
+            self.listener.forget(task_id)
+            raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None
+        return await self.listener.wait(task_id, future, self.timeout)

@@ -1,0 +1,146 @@
+"""`create_app(settings)`: the FastAPI application, its lifespan and its one error handler."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import Services
+from api.dispatch import CeleryDispatcher, create_producer
+from api.pubsub import ResultListener
+from api.routes import health, logs, models, predictions
+from common.cache import registry_channel
+from common.dataplane import DataPlane
+from common.db import BackgroundLogWriter, PredictionLogRepo, create_log_engine, create_tables
+from common.errors import ServingError
+from common.registry import Registry
+from common.settings import Settings, get_settings
+from common.store import create_store
+
+log = logging.getLogger("api")
+access_log = logging.getLogger("api.access")
+
+DESCRIPTION = """Predictions from scikit-learn and XGBoost models, served through a queue.
+
+Send `X-API-Key` with every request. Inputs are validated against the model's metadata:
+`GET /models/{model_type}/{version}` shows the exact input schema of a version."""
+
+
+def build_services(settings: Settings) -> tuple[Services, ResultListener]:
+    cache = aioredis.Redis.from_url(settings.effective_cache_url, socket_timeout=5,
+                                    socket_connect_timeout=2, health_check_interval=30)
+    results = aioredis.Redis.from_url(settings.effective_result_backend_url,
+                                      socket_connect_timeout=2, health_check_interval=30)
+    registry = Registry(create_store(settings))
+    engine = create_log_engine(settings.database_url)
+    create_tables(engine)
+    repo = PredictionLogRepo(engine)
+    writer = BackgroundLogWriter(repo)
+    producer = create_producer(settings)
+    plane_ref: list[DataPlane] = []
+    listener = ResultListener(results, {
+        registry_channel(settings.cache_prefix): lambda: plane_ref[0].catalog.invalidate(),
+    })
+    dispatcher = CeleryDispatcher(producer, listener, settings.task_queue,
+                                  settings.predict_timeout_seconds)
+    plane = DataPlane(settings, registry, cache, dispatcher, writer)
+    plane_ref.append(plane)
+    return Services(settings, plane, cache, producer, repo, writer), listener
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services, listener = build_services(settings)
+        if not settings.api_key_sha256 and not settings.admin_api_key_sha256:
+            log.warning("no API keys configured: every request will get 401")
+        await listener.start()
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await listener.stop()
+            services.log_writer.close()
+            await services.cache.aclose()
+            await listener.client.aclose()
+
+    app = FastAPI(title="Model serving", version="0.1.0", description=DESCRIPTION,
+                  lifespan=lifespan, docs_url="/docs", redoc_url="/redoc")
+    for module in (health, predictions, models, logs):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    app.add_middleware(AccessLog)
+    return app
+
+
+def _error(status: int, type_: str, message: str, details: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": type_, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServingError)
+    async def serving_error(_: Request, exc: ServingError) -> JSONResponse:
+        return _error(exc.status, exc.type, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"location": ".".join(map(str, e["loc"])), "problem": e["msg"]}
+                   for e in exc.errors()]
+        message = "; ".join(f"{d['location']}: {d['problem']}" for d in details)
+        return _error(422, "invalid_request", message, details)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "internal error; see the server log")
+
+
+class AccessLog:
+    """Access log without query strings, so an `api_key` parameter never reaches a log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status,
+                                (time.perf_counter() - started) * 1000)
+
+
+def app_factory() -> FastAPI:
+    return create_app()
+

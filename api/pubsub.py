@@ -1,0 +1,137 @@
+"""One shared Redis subscription per API process.
+
+Results: every task id this process creates starts with its own prefix, so a single
+pattern subscription receives exactly its results, with no subscribe per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from common import errors
+from common.protocol import RESULT_KEY_PREFIX
+
+log = logging.getLogger(__name__)
+
+
+class ResultListener:
+    def __init__(self, client: aioredis.Redis, extra_channels: dict[str, Callable[[], None]]) -> None:
+        self.client = client
+        self.prefix = uuid.uuid4().hex[:12] + "-"
+        self.extra_channels = extra_channels
+        self._pattern = f"{RESULT_KEY_PREFIX}{self.prefix}*"
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    def new_task_id(self) -> str:
+        return self.prefix + uuid.uuid4().hex
+
+    async def start(self, timeout: float = 10.0) -> None:
+        self._task = asyncio.create_task(self._run(), name="result-listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def expect(self, task_id: str) -> asyncio.Future[dict[str, Any]]:
+        """Register before sending the task, so an early result is never missed."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[task_id] = future
+        return future
+
+    def forget(self, task_id: str) -> None:
+        self._waiting.pop(task_id, None)
+
+    async def wait(self, task_id: str, future: asyncio.Future[dict[str, Any]],
+                   timeout: float) -> dict[str, Any]:
+        try:
+            meta = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            # A message may have been lost on a reconnect: the stored result is the truth.
+            meta = await self._stored(task_id)
+            if meta is None:
+                raise errors.PredictionTimeout(
+                    f"no result within {timeout:g} s; the task {task_id} may still finish",
+                    {"task_id": task_id},
+                ) from None
+        finally:
+            self.forget(task_id)
+        return unwrap(meta)
+
+    async def _stored(self, task_id: str) -> dict[str, Any] | None:
+        try:
+            raw = await self.client.get(RESULT_KEY_PREFIX + task_id)
+        except RedisError:
+            return None
+        return _final(raw)
+
+    async def _run(self) -> None:
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(self._pattern)
+                if self.extra_channels:
+                    await pubsub.subscribe(*self.extra_channels)
+                self._ready.set()
+                await self._recover_missed()
+                async for message in pubsub.listen():
+                    self._dispatch(message)
+            except asyncio.CancelledError:
+                await pubsub.aclose()
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("result subscription lost (%s); reconnecting", exc)
+                await pubsub.aclose()
+                await asyncio.sleep(0.5)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = message["channel"].decode()
+        if message["type"] == "message":
+            callback = self.extra_channels.get(channel)
+            if callback is not None:
+                callback()
+            return
+        future = self._waiting.get(channel.removeprefix(RESULT_KEY_PREFIX))
+        if future is not None and not future.done():
+            meta = _final(message["data"])
+            if meta is not None:
+                future.set_result(meta)
+
+    async def _recover_missed(self) -> None:
+        for task_id, future in list(self._waiting.items()):
+            meta = await self._stored(task_id)
+            if meta is not None and not future.done():
+                future.set_result(meta)
+        for callback in self.extra_channels.values():
+            callback()  # notifications may have been missed while disconnected
+
+
+def _final(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    meta: dict[str, Any] = orjson.loads(raw)
+    return meta if meta.get("status") in {"SUCCESS", "FAILURE", "REVOKED"} else None
+
+
+def unwrap(meta: dict[str, Any]) -> dict[str, Any]:
+    """A task's JSON result, or the domain error it raised; never a Celery state."""
+    if meta["status"] == "SUCCESS":
+        return meta["result"]  # type: ignore[no-any-return]
+    result = meta.get("result") or {}
+    if meta["status"] == "FAILURE" and isinstance(result, dict) and "exc_type" in result:
+        raise errors.from_task_failure(result["exc_type"], result.get("exc_message"))
+    raise errors.PredictionFailed("the prediction task was cancelled or lost")

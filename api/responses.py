@@ -1,0 +1,41 @@
+"""Error responses for the OpenAPI page, and the JSON body helper for raw routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from common.errors import BodyTooLarge, MalformedBody
+from common.schemas import ErrorResponse
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Malformed body", 401: "Missing or invalid API key", 403: "Admin key required",
+        404: "Unknown model or version", 413: "Body too large",
+        422: "Invalid input: names the feature or parameter at fault",
+        503: "Model or backend unavailable", 504: "No result before the deadline",
+    }
+    return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body parsed as JSON; refused before reading if it is over the limit."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise BodyTooLarge(f"the body has {int(length)} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    if not size:
+        raise MalformedBody('the body is empty; send JSON like {"input_data": {...}}')
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(f"the body is not valid JSON: {exc}") from None

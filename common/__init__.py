@@ -1,0 +1,1 @@
+"""Domain core shared by the API and the worker: no FastAPI, no Celery imports here."""

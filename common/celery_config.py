@@ -1,0 +1,39 @@
+"""Celery configuration as plain data, shared by the worker and the API's producer.
+
+Kept free of Celery imports so `common/` stays framework-neutral; each side builds its
+own `Celery` object from it (the API without a result backend: it awaits results on
+Redis itself, and a producer-side backend would subscribe to every task's channel).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.effective_broker_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_default_queue": settings.task_queue,
+        # Acknowledged after it ran, reserved one at a time: a crashed worker's task goes
+        # back to the queue instead of being lost.
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit_seconds,
+        "task_time_limit": settings.task_time_limit_seconds,
+        "result_expires": settings.result_expires_seconds,
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout_seconds,
+        },
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "task_publish_retry_policy": {
+            "max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5,
+        },
+    }

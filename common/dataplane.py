@@ -1,0 +1,146 @@
+"""The protocol-neutral prediction core: resolve, validate, cache, dispatch, log.
+
+HTTP (api/) is one front for it; how a task reaches a worker is injected (`Dispatcher`),
+so this module knows neither FastAPI nor Celery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from common.cache import models_epoch_key, prediction_key, prediction_pattern, registry_channel
+from common.catalog import CatalogCache
+from common.db import BackgroundLogWriter
+from common.errors import BackendUnavailable, InvalidInput
+from common.registry import ModelMetadata, Registry, artifact_deleted_error, check_name
+from common.settings import Settings
+
+
+class Dispatcher(Protocol):
+    async def predict(self, request_id: str, meta: ModelMetadata, rows: list[list[Any]],
+                      received_at: float) -> dict[str, Any]: ...
+
+
+@dataclass
+class Outcome:
+    """A finished prediction: the model's raw result, ready to render for a caller."""
+
+    request_id: str
+    meta: ModelMetadata
+    result: dict[str, Any]
+    cached: bool
+
+    def to_json(self) -> bytes:
+        classes = [str(c) for c in self.meta.classes]
+        predictions = [
+            {"label": label, "probabilities": dict(zip(classes, probs, strict=True))}
+            for label, probs in zip(
+                self.result["labels"], self.result["probabilities"], strict=True
+            )
+        ]
+        return orjson.dumps({
+            "model_type": self.meta.model_type, "version": self.meta.version,
+            "predictions": predictions, "cached": self.cached, "request_id": self.request_id,
+        })
+
+
+class DataPlane:
+    def __init__(self, settings: Settings, registry: Registry, cache: aioredis.Redis,
+                 dispatcher: Dispatcher, log_writer: BackgroundLogWriter) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.catalog = CatalogCache(registry, settings.registry_cache_seconds,
+                                    settings.max_rows_per_request)
+        self.cache = cache
+        self.dispatcher = dispatcher
+        self.log_writer = log_writer
+
+    async def resolve(self, model_type: str | None, version: str | None) -> ModelMetadata:
+        if model_type is not None:
+            check_name(model_type, "model type")
+        if version is not None:
+            check_name(version, "version")
+        meta = (await self.catalog.get()).resolve(model_type, version)
+        if meta.artifact_deleted_at is not None:
+            raise artifact_deleted_error(meta)
+        return meta
+
+    async def predict(self, model_type: str | None, version: str | None,
+                      payload: Any) -> Outcome:
+        received_at = time.time()
+        if not isinstance(payload, dict) or "input_data" not in payload:
+            raise InvalidInput('the body must be a JSON object with an "input_data" field')
+        if extra := sorted(set(payload) - {"input_data"}):
+            raise InvalidInput(f"unknown fields in the body: {extra}")
+        meta = await self.resolve(model_type, version)
+        rows = self.catalog.validator(meta).validate(payload["input_data"])
+        request_id = uuid.uuid4().hex
+        key = prediction_key(self.settings.cache_prefix, meta, rows)
+        cached = await self._cache_get(key)
+        if cached is not None:
+            result = orjson.loads(cached)
+            self._log_hit(request_id, meta, rows, result, received_at)
+            return Outcome(request_id, meta, result, cached=True)
+        result = await self.dispatcher.predict(request_id, meta, rows, received_at)
+        await self._cache_set(key, orjson.dumps(result))
+        return Outcome(request_id, meta, result, cached=False)
+
+    async def _cache_get(self, key: str) -> bytes | None:
+        try:
+            return await self.cache.get(key)  # type: ignore[no-any-return]
+        except RedisError as exc:
+            raise BackendUnavailable(f"the prediction cache (Redis) is unavailable: {exc}") from None
+
+    async def _cache_set(self, key: str, value: bytes) -> None:
+        if self.settings.cache_ttl_seconds <= 0:
+            return
+        try:
+            await self.cache.set(key, value, ex=self.settings.cache_ttl_seconds)
+        except RedisError:
+            pass  # the prediction stands; only the next identical request misses
+
+    def _log_hit(self, request_id: str, meta: ModelMetadata, rows: list[list[Any]],
+                 result: dict[str, Any], received_at: float) -> None:
+        names = meta.feature_names
+        self.log_writer.submit({
+            "request_id": request_id, "created_at": datetime.now(UTC),
+            "model_type": meta.model_type, "version": meta.version, "n_rows": len(rows),
+            "input": [dict(zip(names, row, strict=True)) for row in rows], "output": result,
+            "latency_ms": (time.time() - received_at) * 1000, "cached": True,
+            "status": "ok", "error": None,
+        })
+
+    async def delete_models(self) -> dict[str, Any]:
+        deleted = await asyncio.to_thread(self.registry.delete_artifacts)
+        prefix = self.settings.cache_prefix
+        purged = 0
+        try:
+            await self.cache.incr(models_epoch_key(prefix))
+            batch: list[bytes] = []
+            async for key in self.cache.scan_iter(match=prediction_pattern(prefix), count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    purged += await self.cache.unlink(*batch)
+                    batch.clear()
+            if batch:
+                purged += await self.cache.unlink(*batch)
+            await self.cache.publish(registry_channel(prefix), b"changed")
+        except RedisError as exc:
+            raise BackendUnavailable(
+                f"artifacts deleted, but Redis failed while purging the cache: {exc}"
+            ) from None
+        finally:
+            self.catalog.invalidate()
+        return {
+            "deleted": [{"model_type": m.model_type, "version": m.version} for m in deleted],
+            "purged_cache_entries": purged,
+        }

@@ -1,0 +1,139 @@
+"""The prediction log through SQLAlchemy: SQLite by default, any SQLAlchemy URL works."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, insert, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from common.tables import Base, PredictionLog
+
+log = logging.getLogger(__name__)
+
+
+def create_log_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets readers and one writer work at once; the busy timeout makes concurrent
+        # writers in other processes wait instead of failing with "database is locked".
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+def create_tables(engine: Engine) -> None:
+    # IF NOT EXISTS: several processes may start at once against one database.
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            conn.execute(CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                conn.execute(CreateIndex(index, if_not_exists=True))
+
+
+def _insert_ignoring_duplicates(engine: Engine) -> Any:
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        return None
+    return dialect_insert(PredictionLog).on_conflict_do_nothing(index_elements=["request_id"])
+
+
+class PredictionLogRepo:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._upsert = _insert_ignoring_duplicates(engine)
+
+    def record(self, entries: list[dict[str, Any]]) -> None:
+        """Insert entries; one whose request_id is already logged is skipped."""
+        if not entries:
+            return
+        if self._upsert is not None:
+            with self.engine.begin() as conn:
+                conn.execute(self._upsert, entries)
+            return
+        for entry in entries:  # other dialects: one statement each, duplicates skipped
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(PredictionLog), [entry])
+            except IntegrityError:
+                pass
+
+    def newest(self, limit: int) -> list[PredictionLog]:
+        stmt = select(PredictionLog).order_by(PredictionLog.id.desc()).limit(limit)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(stmt).all())
+
+    def count(self) -> int:
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(PredictionLog)).scalar_one())
+
+
+class BackgroundLogWriter:
+    """Batches log writes on a thread, so a request never waits for the database."""
+
+    def __init__(self, repo: PredictionLogRepo, max_batch: int = 500) -> None:
+        self.repo = repo
+        self.max_batch = max_batch
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, entry: dict[str, Any]) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put(entry)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything submitted so far is written."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [] if first is None else [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    first = None
+                    break
+                batch.append(item)
+            try:
+                self.repo.record(batch)
+            except Exception:
+                log.exception("could not write %d prediction log rows", len(batch))
+            with self._idle:
+                self._pending -= len(batch)
+                self._idle.notify_all()
+            if first is None:
+                return

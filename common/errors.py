@@ -1,0 +1,124 @@
+"""The one error hierarchy. Each error knows its HTTP status; the API turns it into JSON."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+
+class ServingError(Exception):
+    status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
+    type: ClassVar[str] = "serving_error"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        # args stay JSON-friendly so Celery can carry the error from worker to API.
+        super().__init__(message, details)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInput(ServingError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    type = "invalid_input"
+
+
+class MalformedBody(ServingError):
+    status = HTTPStatus.BAD_REQUEST
+    type = "malformed_body"
+
+
+class BodyTooLarge(ServingError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    type = "body_too_large"
+
+
+class UnsupportedMediaType(ServingError):
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    type = "unsupported_media_type"
+
+
+class ModelNotFound(ServingError):
+    status = HTTPStatus.NOT_FOUND
+    type = "model_not_found"
+
+
+class InvalidModelName(ServingError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    type = "invalid_model_name"
+
+
+class ModelUnavailable(ServingError):
+    """The model is known but cannot serve: artifact deleted or missing."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    type = "model_unavailable"
+
+
+class ArtifactRejected(ServingError):
+    """The artifact failed a safety check (checksum, format, untrusted types)."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    type = "artifact_rejected"
+
+
+class PublishError(ServingError):
+    status = HTTPStatus.BAD_REQUEST
+    type = "publish_error"
+
+
+class NotAuthenticated(ServingError):
+    status = HTTPStatus.UNAUTHORIZED
+    type = "not_authenticated"
+
+
+class Forbidden(ServingError):
+    status = HTTPStatus.FORBIDDEN
+    type = "forbidden"
+
+
+class PredictionTimeout(ServingError):
+    status = HTTPStatus.GATEWAY_TIMEOUT
+    type = "prediction_timeout"
+
+
+class BackendUnavailable(ServingError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    type = "backend_unavailable"
+
+
+class PredictionFailed(ServingError):
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+    type = "prediction_failed"
+
+
+_BY_NAME: dict[str, type[ServingError]] = {}
+
+
+def _collect(cls: type[ServingError]) -> None:
+    _BY_NAME[cls.__name__] = cls
+    for sub in cls.__subclasses__():
+        _collect(sub)
+
+
+_collect(ServingError)
+
+
+def from_task_failure(exc_type: str, exc_message: Any) -> ServingError:
+    """Rebuild a domain error from the fields Celery stores for a failed task."""
+    cls = _BY_NAME.get(exc_type)
+    args = exc_message if isinstance(exc_message, list | tuple) else [exc_message]
+    if cls is None:
+        # Never leak foreign exception text or tracebacks to clients.
+        return PredictionFailed(f"the worker failed with {exc_type}")
+    message = str(args[0]) if args else cls.type
+    details = args[1] if len(args) > 1 else None
+    return cls(message, details)

@@ -1,0 +1,142 @@
+"""Request and response models, and the input model generated from a version's metadata."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+
+from common.errors import InvalidInput
+from common.registry import ModelMetadata
+
+_PYTHON_TYPES: dict[str, Any] = {
+    "float": Annotated[float, Strict(), Field(allow_inf_nan=False)],
+    "int": Annotated[int, Strict()],
+    "bool": Annotated[bool, Strict()],
+}
+
+
+def build_input_model(meta: ModelMetadata) -> type[BaseModel]:
+    """One row of input: every feature required, typed, nothing else allowed."""
+    fields: dict[str, Any] = {
+        f"f{i}": (
+            _PYTHON_TYPES[feature.type],
+            Field(alias=feature.name, description=_range_text(feature.min, feature.max)),
+        )
+        for i, feature in enumerate(meta.features)
+    }
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{meta.model_type}_v{meta.version}_row",
+        __config__=ConfigDict(extra="forbid"),
+        **fields,
+    )
+
+
+def _range_text(low: float | None, high: float | None) -> str | None:
+    if low is None or high is None:
+        return None
+    return f"observed in training: {low:.6g} to {high:.6g}"
+
+
+class InputValidator:
+    """Compiled once per model version: turns `input_data` into rows in feature order."""
+
+    def __init__(self, meta: ModelMetadata, max_rows: int) -> None:
+        self.meta = meta
+        self.max_rows = max_rows
+        self.row_model = build_input_model(meta)
+        self._rows = TypeAdapter(list[self.row_model])  # type: ignore[name-defined]
+        self._fields = list(self.row_model.model_fields)
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.row_model.model_json_schema(by_alias=True)
+
+    def validate(self, input_data: Any) -> list[list[Any]]:
+        rows = [input_data] if isinstance(input_data, dict) else input_data
+        if not isinstance(rows, list):
+            raise InvalidInput(
+                "input_data must be an object of feature values or a list of such objects"
+            )
+        if not rows:
+            raise InvalidInput("input_data is an empty list; send at least one row")
+        if len(rows) > self.max_rows:
+            raise InvalidInput(
+                f"too many rows: {len(rows)} > {self.max_rows} per request; "
+                "split the request or submit a job"
+            )
+        try:
+            models = self._rows.validate_python(rows)
+        except ValidationError as exc:
+            raise _invalid(exc, single=isinstance(input_data, dict)) from None
+        fields = self._fields
+        return [[getattr(model, name) for name in fields] for model in models]
+
+
+def _invalid(exc: ValidationError, single: bool) -> InvalidInput:
+    details: list[dict[str, Any]] = []
+    for error in exc.errors(include_url=False, include_input=False)[:50]:
+        loc = list(error["loc"])
+        row = loc.pop(0) if loc and isinstance(loc[0], int) else None
+        feature = ".".join(map(str, loc)) or None
+        problem = _PROBLEMS.get(error["msg"], error["msg"])
+        details.append({"feature": feature, "problem": problem} | ({} if single else {"row": row}))
+    parts = [
+        ("" if single else f"row {d['row']}: ") + f"{d['feature'] or 'row'}: {d['problem']}"
+        for d in details[:5]
+    ]
+    more = f" (and {len(details) - 5} more)" if len(details) > 5 else ""
+    return InvalidInput(f"invalid input_data: {'; '.join(parts)}{more}", details)
+
+
+_PROBLEMS = {
+    "Field required": "missing",
+    "Extra inputs are not permitted": "unknown feature",
+}
+
+
+class Prediction(BaseModel):
+    label: str | int
+    probabilities: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model_type: str
+    version: str
+    predictions: list[Prediction]
+    cached: bool
+    request_id: str
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class LogEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    request_id: str
+    created_at: datetime
+    model_type: str
+    version: str
+    n_rows: int
+    input: Any
+    output: Any
+    latency_ms: float
+    cached: bool
+    status: str
+    error: str | None

@@ -1,0 +1,123 @@
+"""The one settings class. Nothing else in the project reads the environment."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+# Types a skops artifact of the demo logistic-regression pipeline may contain beyond
+# skops' own defaults. Extend through SERVING_SKOPS_TRUSTED_TYPES for other estimators.
+DEFAULT_SKOPS_TRUSTED_TYPES = [
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.linear_model._logistic.LogisticRegression",
+]
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVING_", env_file=None, extra="ignore")
+
+    # Redis: one URL by default; broker, result backend and cache can be split.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = None
+    result_backend_url: str | None = None
+    cache_url: str | None = None
+
+    # Model store: a local folder (embedded default) or an S3-compatible bucket.
+    store_backend: Literal["local", "s3"] = "local"
+    local_store_path: Path = Path("model_store")
+    s3_bucket: str = "models"
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    database_url: str = "sqlite:///predictions.db"
+
+    # API keys: plain keys (hashed on load, never kept) or their sha256 hex digests.
+    api_keys: CommaList = Field(default_factory=list)
+    admin_api_keys: CommaList = Field(default_factory=list)
+    api_key_sha256: CommaList = Field(default_factory=list)
+    admin_api_key_sha256: CommaList = Field(default_factory=list)
+
+    cache_ttl_seconds: int = Field(3600, ge=0)
+    cache_prefix: str = "serving:"
+    predict_timeout_seconds: float = Field(30.0, gt=0)
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    max_rows_per_request: int = Field(10_000, gt=0)
+    registry_cache_seconds: float = Field(2.0, ge=0)
+    logs_max_limit: int = Field(1000, gt=0)
+
+    task_queue: str = "predictions"
+    task_soft_time_limit_seconds: float = Field(50.0, gt=0)
+    task_time_limit_seconds: float = Field(60.0, gt=0)
+    broker_visibility_timeout_seconds: int = Field(3600, gt=0)
+    result_expires_seconds: int = Field(3600, gt=0)
+    worker_model_cache_size: int = Field(4, gt=0)
+    model_threads: int = Field(1, gt=0)
+
+    # Refused unless an operator turns this on: loading pickle runs code from the bucket.
+    allow_unsafe_pickle: bool = False
+    skops_trusted_types: CommaList = Field(
+        default_factory=lambda: list(DEFAULT_SKOPS_TRUSTED_TYPES)
+    )
+
+    log_level: str = "INFO"
+
+    @field_validator(
+        "api_keys",
+        "admin_api_keys",
+        "api_key_sha256",
+        "admin_api_key_sha256",
+        "skops_trusted_types",
+        mode="before",
+    )
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _hash_keys(self) -> Settings:
+        # Keep only digests in memory: a settings dump or a traceback never shows a key.
+        self.api_key_sha256 = [*self.api_key_sha256, *map(hash_api_key, self.api_keys)]
+        self.admin_api_key_sha256 = [
+            *self.admin_api_key_sha256,
+            *map(hash_api_key, self.admin_api_keys),
+        ]
+        self.api_keys, self.admin_api_keys = [], []
+        if self.task_soft_time_limit_seconds > self.task_time_limit_seconds:
+            raise ValueError("task_soft_time_limit_seconds must not exceed task_time_limit_seconds")
+        if self.broker_visibility_timeout_seconds <= self.task_time_limit_seconds:
+            raise ValueError("broker_visibility_timeout_seconds must exceed task_time_limit_seconds")
+        return self
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def effective_result_backend_url(self) -> str:
+        return self.result_backend_url or self.redis_url
+
+    @property
+    def effective_cache_url(self) -> str:
+        return self.cache_url or self.redis_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

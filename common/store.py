@@ -1,0 +1,156 @@
+"""Object stores: an S3-compatible bucket (boto3) and a local folder with the same layout.
+
+Keys are '/'-separated relative paths such as 'xgboost/3/metadata.json'. Every key is
+checked before use, so a crafted model type or version can never reach outside the store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from common.errors import InvalidModelName
+
+if TYPE_CHECKING:
+    from common.settings import Settings
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ObjectMissing(KeyError):
+    """The key does not exist in the store."""
+
+
+def check_key(key: str) -> str:
+    parts = key.split("/")
+    for part in parts:
+        if not _SEGMENT.match(part) or part in {".", ".."} or ".." in part:
+            raise InvalidModelName(f"invalid store key segment {part!r}")
+    return key
+
+
+class ObjectStore(Protocol):
+    def get(self, key: str) -> bytes: ...
+    def put(self, key: str, data: bytes) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+    def describe(self) -> str: ...
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        if not path.is_relative_to(self.root):
+            raise InvalidModelName(f"store key {key!r} leaves the store")
+        return path
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectMissing(key) from None
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: a reader never sees half an artifact or registry.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        )
+
+    def describe(self) -> str:
+        return f"local folder {self.root}"
+
+
+class S3Store:
+    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def get(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.NoSuchKey:
+            raise ObjectMissing(key) from None
+        return bytes(response["Body"].read())
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+        return True
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = self.prefix + (check_key(prefix.rstrip("/")) + "/" if prefix else "")
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
+        return sorted(keys)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def s3_client(settings: Settings) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    credentials: dict[str, str] = {}
+    if settings.s3_access_key_id and settings.s3_secret_access_key:
+        credentials = {
+            "aws_access_key_id": settings.s3_access_key_id.get_secret_value(),
+            "aws_secret_access_key": settings.s3_secret_access_key.get_secret_value(),
+        }
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5),
+        **credentials,
+    )
+
+
+def create_store(settings: Settings) -> ObjectStore:
+    if settings.store_backend == "s3":
+        return S3Store(s3_client(settings), settings.s3_bucket, settings.s3_prefix)
+    return LocalStore(settings.local_store_path)

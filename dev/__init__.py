@@ -1,0 +1,1 @@
+"""Developer tooling: private services for `make run`, the tests and the benchmarks."""

