@@ -39,6 +39,13 @@ class CatalogCache:
             self._background = asyncio.create_task(self._refresh_in_background())
         return catalog
 
+    async def reread(self, min_age: float = 1.0) -> Catalog:
+        """Reread the store now, unless the copy is younger than `min_age` seconds
+        (so a flood of requests for unknown models cannot hammer the store)."""
+        if self._catalog is not None and time.monotonic() - self._loaded_at < min_age:
+            return self._catalog
+        return await self._refresh(force=True)
+
     def validator(self, meta: ModelMetadata) -> InputValidator:
         key = (meta.model_type, meta.version, meta.sha256)
         validator = self._validators.get(key)

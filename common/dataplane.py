@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from common.cache import models_epoch_key, prediction_key, prediction_pattern, registry_channel
 from common.catalog import CatalogCache
 from common.db import BackgroundLogWriter
-from common.errors import BackendUnavailable, InvalidInput
+from common.errors import BackendUnavailable, InvalidInput, ModelNotFound
 from common.registry import ModelMetadata, Registry, artifact_deleted_error, check_name
 from common.settings import Settings
 
@@ -69,7 +69,11 @@ class DataPlane:
             check_name(model_type, "model type")
         if version is not None:
             check_name(version, "version")
-        meta = (await self.catalog.get()).resolve(model_type, version)
+        try:
+            meta = (await self.catalog.get()).resolve(model_type, version)
+        except ModelNotFound:
+            # Published since the last read (by a tool that did not notify us)? Look again.
+            meta = (await self.catalog.reread()).resolve(model_type, version)
         if meta.artifact_deleted_at is not None:
             raise artifact_deleted_error(meta)
         return meta
@@ -116,7 +120,7 @@ class DataPlane:
             "model_type": meta.model_type, "version": meta.version, "n_rows": len(rows),
             "input": [dict(zip(names, row, strict=True)) for row in rows], "output": result,
             "latency_ms": (time.time() - received_at) * 1000, "cached": True,
-            "status": "ok", "error": None,
+            "status": "ok", "error": None, "worker": None,
         })
 
     async def delete_models(self) -> dict[str, Any]:

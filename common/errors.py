@@ -64,9 +64,11 @@ class ModelUnavailable(ServingError):
 
 
 class ArtifactRejected(ServingError):
-    """The artifact failed a safety check (checksum, format, untrusted types)."""
+    """The artifact failed a safety check (checksum, format, untrusted types).
 
-    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    503, not 4xx: the caller's request is fine; the model cannot serve until republished."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
     type = "artifact_rejected"
 
 

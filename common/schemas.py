@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -13,6 +13,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     create_model,
+    field_validator,
 )
 
 from common.errors import InvalidInput
@@ -140,3 +141,10 @@ class LogEntry(BaseModel):
     cached: bool
     status: str
     error: str | None
+    worker: str | None
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        # SQLite keeps no time zone; every timestamp is written in UTC.
+        return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -29,3 +29,4 @@ class PredictionLog(Base):
     cached: Mapped[bool] = mapped_column(default=False)
     status: Mapped[str] = mapped_column(String(16))  # "ok" or "error"
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)  # host:pid

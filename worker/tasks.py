@@ -64,7 +64,7 @@ class WorkerRuntime:
         state = self.state()
         entry: dict[str, Any] = {
             "request_id": request_id, "model_type": model_type, "version": version,
-            "n_rows": len(rows), "cached": False,
+            "n_rows": len(rows), "cached": False, "worker": f"{socket.gethostname()}:{os.getpid()}",
         }
         try:
             model = state.models.get(model_type, version, sha256)

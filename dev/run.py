@@ -1,0 +1,121 @@
+"""`make run`: the whole stack on this machine with its embedded defaults.
+
+Uses the Redis at SERVING_REDIS_URL when it answers, else starts a private one; publishes
+the demo models if the store is empty; runs a worker and the API on http://localhost:8000
+and prints the development API keys. Ctrl-C stops everything this started.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from common.settings import get_settings
+from dev.services import ManagedProcess, redis_answers, start_redis, tcp_open, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".dev"
+API_PORT = 8000
+
+
+def dev_key(name: str) -> str:
+    """A key kept in .dev/ so it stays the same from one `make run` to the next."""
+    path = STATE / name
+    if not path.exists():
+        STATE.mkdir(exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def ensure_redis(url: str) -> tuple[str, ManagedProcess | None]:
+    parsed = urlparse(url)
+    if redis_answers(parsed.hostname or "127.0.0.1", parsed.port or 6379):
+        print(f"using the Redis at {url}")
+        return url, None
+    proc, private_url = start_redis(STATE / "redis")
+    print(f"no Redis at {url}; started a private one at {private_url}")
+    return private_url, proc
+
+
+def api_healthy(key: str) -> bool:
+    request = urllib.request.Request(f"http://127.0.0.1:{API_PORT}/", headers={"X-API-Key": key})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    # SIGTERM and SIGHUP stop the stack as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    settings = get_settings()
+    if tcp_open("127.0.0.1", API_PORT):
+        print(f"port {API_PORT} is in use; stop what runs there first", file=sys.stderr)
+        return 1
+    started: list[ManagedProcess] = []
+    redis_url, redis_proc = ensure_redis(settings.redis_url)
+    if redis_proc:
+        started.append(redis_proc)
+    key, admin_key = dev_key("api-key"), dev_key("admin-api-key")
+    env = {**os.environ, "SERVING_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    env.setdefault("SERVING_API_KEYS", key)
+    env.setdefault("SERVING_ADMIN_API_KEYS", admin_key)
+    python = sys.executable
+    try:
+        ManagedProcess("modelctl", [python, "-m", "modelctl", "train-demo", "--if-empty"],
+                       STATE / "modelctl.log", env=env, cwd=ROOT).start().popen.wait()  # type: ignore[union-attr]
+        for name, args in [
+            ("worker", [python, "-m", "worker", "--concurrency", "2"]),
+            ("api", [python, "-m", "api", "--host", "127.0.0.1", "--port", str(API_PORT)]),
+        ]:
+            started.append(ManagedProcess(name, args, STATE / f"{name}.log", env=env,
+                                          cwd=ROOT).start())
+        wait_until(lambda: api_healthy(env["SERVING_API_KEYS"].split(",")[0]), 120,
+                   "the API with a worker")
+        announce(env["SERVING_API_KEYS"].split(",")[0], admin_key)
+        while all(p.alive() for p in started):
+            time.sleep(0.5)
+        dead = [p for p in started if not p.alive()]
+        for proc in dead:
+            print(f"{proc.name} exited; its log ({proc.log_path}) ends with:\n{proc.log_tail()}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for proc in reversed(started):
+            proc.stop()
+        print("stopped everything make run started")
+
+
+def announce(key: str, admin_key: str) -> None:
+    print(f"""
+The stack runs on http://localhost:{API_PORT} (Swagger: /docs, ReDoc: /redoc).
+Logs: {STATE}/api.log and {STATE}/worker.log. Ctrl-C stops everything.
+
+  development API key:  {key}
+  admin API key:        {admin_key}
+
+Try:
+  curl -s -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\
+    -d @dev/example-row.json http://localhost:{API_PORT}/predict
+  curl -s -H 'X-API-Key: {key}' 'http://localhost:{API_PORT}/logs?n_limit=2'
+""", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Integration fixtures: demo models trained once, and stacks of real processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from common.training import DEMO_TYPES, TrainedModel, train_demo
+from tests.integration.stack import Stack, stack_fields
+
+pytestmark = pytest.mark.integration
+
+_db_index = iter(range(1, 16))
+
+
+@pytest.fixture(scope="session")
+def demo_models() -> dict[str, TrainedModel]:
+    return {model_type: train_demo(model_type) for model_type in DEMO_TYPES}
+
+
+@pytest.fixture(scope="session")
+def make_stack(redis_url: str, s3_endpoint: str, demo_models: dict[str, TrainedModel],
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
+    """Each stack gets its own Redis database, bucket, queue, cache prefix and log file."""
+    stacks: list[Stack] = []
+
+    def build(name: str, workers: int = 1, **overrides: object) -> Stack:
+        tmp = Path(tmp_path_factory.mktemp(name))
+        fields = stack_fields(name, redis_url, s3_endpoint, tmp, next(_db_index)) | overrides
+        stack = Stack(name, fields, tmp)
+        stack.publish_demo(demo_models)
+        stacks.append(stack)
+        return stack.start(workers)
+
+    yield build
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    """The shared stack: one worker process with two prefork children."""
+    return make_stack("main")

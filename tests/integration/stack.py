@@ -1,0 +1,129 @@
+"""A real stack for integration tests: API (uvicorn) and Celery worker as subprocesses,
+talking to the session's private Redis and S3-compatible server."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+
+from common.registry import Registry
+from common.settings import Settings
+from common.store import create_store
+from common.training import TrainedModel
+from dev.services import ManagedProcess, free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+READER_KEY = "reader-key-for-tests"
+ADMIN_KEY = "admin-key-for-tests"
+
+
+def stack_fields(name: str, redis_url: str, s3_endpoint: str, tmp: Path,
+                 db_index: int) -> dict[str, Any]:
+    base = redis_url.rsplit("/", 1)[0]
+    return {
+        "redis_url": f"{base}/{db_index}",
+        "store_backend": "s3",
+        "s3_endpoint_url": s3_endpoint,
+        "s3_bucket": f"models-{name}",
+        "s3_prefix": "registry",
+        "s3_access_key_id": "testing",
+        "s3_secret_access_key": "testing",
+        "database_url": f"sqlite:///{tmp / 'predictions.db'}",
+        "api_keys": READER_KEY,
+        "admin_api_keys": ADMIN_KEY,
+        "task_queue": f"predictions-{name}",
+        "cache_prefix": f"{name}:",
+        "predict_timeout_seconds": 20,
+        "max_body_bytes": 2_000_000,
+        "max_rows_per_request": 1000,
+        "registry_cache_seconds": 60,
+        "log_level": "INFO",
+    }
+
+
+@dataclass
+class Stack:
+    name: str
+    fields: dict[str, Any]
+    tmp: Path
+    port: int = field(default_factory=free_port)
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(**self.fields)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
+        env.update({f"SERVING_{k.upper()}": str(v) for k, v in self.fields.items()})
+        env["PYTHONPATH"] = str(ROOT)
+        return env
+
+    def registry(self) -> Registry:
+        return Registry(create_store(self.settings))
+
+    def client(self, key: str | None = READER_KEY, **kwargs: Any) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
+
+    def publish_demo(self, models: dict[str, TrainedModel]) -> None:
+        settings = self.settings
+        s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3.create_bucket(Bucket=settings.s3_bucket)
+        registry = self.registry()
+        for model_type, trained in models.items():
+            registry.publish(trained.metadata, trained.artifact, activate=True,
+                             make_default=model_type == "xgboost")
+
+    def start_worker(self, name: str, concurrency: int = 2) -> ManagedProcess:
+        args = [sys.executable, "-m", "worker", "--concurrency", str(concurrency),
+                "--pool", "prefork", "-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
+        proc = ManagedProcess(name, args, self.tmp / f"{name}.log", env=self.env, cwd=ROOT)
+        self.processes.append(proc.start())
+        return proc
+
+    def start(self, workers: int = 1) -> Stack:
+        for i in range(workers):
+            self.start_worker(f"worker{i}-{self.name}")
+        api = ManagedProcess("api", [sys.executable, "-m", "api", "--port", str(self.port)],
+                             self.tmp / "api.log", env=self.env, cwd=ROOT)
+        self.processes.append(api.start())
+        try:
+            wait_until(self._healthy, 90, f"stack {self.name}")
+        except TimeoutError:
+            logs = "\n".join(f"--- {p.name}\n{p.log_tail()}" for p in self.processes)
+            self.stop()
+            raise RuntimeError(f"stack {self.name} did not start:\n{logs}") from None
+        return self
+
+    def _healthy(self) -> bool:
+        for proc in self.processes:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")
+        try:
+            return httpx.get(self.url + "/", headers={"X-API-Key": READER_KEY},
+                             timeout=5).status_code == 200
+        except httpx.HTTPError:
+            time.sleep(0.2)
+            return False
+
+    def logs_text(self) -> str:
+        return "\n".join(p.log_path.read_text(errors="replace") for p in self.processes
+                         if p.log_path.exists())
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()

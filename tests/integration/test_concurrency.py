@@ -1,0 +1,49 @@
+"""50 concurrent synchronous requests, answered by two worker processes writing one log."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+from common.training import TrainedModel, breast_cancer
+from tests.integration.stack import READER_KEY, Stack
+
+pytestmark = pytest.mark.integration
+
+
+async def send_all(url: str, rows: list[dict[str, float]]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(rows))
+    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": READER_KEY},
+                                 timeout=60, limits=limits) as client:
+        return await asyncio.gather(*(
+            client.post("/predict/xgboost/1", json={"input_data": row}) for row in rows
+        ))
+
+
+def test_fifty_concurrent_requests_are_each_answered_correctly(
+    stack: Stack, demo_models: dict[str, TrainedModel]
+) -> None:
+    x, _, names, classes = breast_cancer()
+    sample = x[100:150].copy()
+    sample[:, 1] += 0.000789  # fresh rows: every request is a cache miss
+    rows = [dict(zip(names, map(float, row), strict=True)) for row in sample]
+    responses = asyncio.run(send_all(stack.url, rows))
+    assert [r.status_code for r in responses] == [200] * 50
+    proba = demo_models["xgboost"].estimator.predict_proba(sample)
+    for i, response in enumerate(responses):
+        body = response.json()
+        assert body["cached"] is False
+        got = [body["predictions"][0]["probabilities"][c] for c in classes]
+        np.testing.assert_array_equal(got, proba[i].astype(np.float64))
+    with stack.client() as client:
+        logs = client.get("/logs", params={"n_limit": 1000}).json()
+    ids = {r.json()["request_id"] for r in responses}
+    mine = [entry for entry in logs if entry["request_id"] in ids]
+    assert len(mine) == 50
+    assert all(entry["status"] == "ok" for entry in mine)
+    # Both prefork children wrote to the one SQLite file at once.
+    assert len({entry["worker"] for entry in mine}) >= 2
+    assert "database is locked" not in stack.logs_text()
