@@ -17,11 +17,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
+    )
     # uvicorn's own access log prints query strings (and so `api_key`): ours does not.
-    uvicorn.run("api.main:app_factory", factory=True, host=args.host, port=args.port,
-                workers=args.workers, access_log=False, log_level=settings.log_level.lower())
+    uvicorn.run(
+        "api.main:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,11 @@ class Role(Enum):
     ADMIN = "admin"
 
 
-_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                       description="API key; the `api_key` query parameter works too")
+_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="API key; the `api_key` query parameter works too",
+)
 _query = APIKeyQuery(name="api_key", auto_error=False)
 
 

@@ -24,22 +24,27 @@ def create_producer(settings: Settings) -> Celery:
 
 
 class CeleryDispatcher:
-    def __init__(self, producer: Celery, listener: ResultListener, queue: str,
-                 timeout: float) -> None:
+    def __init__(
+        self, producer: Celery, listener: ResultListener, queue: str, timeout: float
+    ) -> None:
         self.producer = producer
         self.listener = listener
         self.queue = queue
         self.timeout = timeout
 
-    async def predict(self, request_id: str, meta: ModelMetadata, rows: list[list[Any]],
-                      received_at: float) -> dict[str, Any]:
+    async def predict(
+        self, request_id: str, meta: ModelMetadata, rows: list[list[Any]], received_at: float
+    ) -> dict[str, Any]:
         task_id = self.listener.new_task_id()
         future = self.listener.expect(task_id)
         args = [request_id, meta.model_type, meta.version, meta.sha256, rows, received_at]
         try:
             # Publishing is a short blocking call in kombu; a thread keeps the loop free.
             await asyncio.to_thread(
-                self.producer.send_task, PREDICT_TASK, args=args, task_id=task_id,
+                self.producer.send_task,
+                PREDICT_TASK,
+                args=args,
+                task_id=task_id,
                 queue=self.queue,
             )
         except OperationalError as exc:

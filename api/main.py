@@ -37,10 +37,15 @@ Send `X-API-Key` with every request. Inputs are validated against the model's me
 
 
 def build_services(settings: Settings) -> tuple[Services, ResultListener]:
-    cache = aioredis.Redis.from_url(settings.effective_cache_url, socket_timeout=5,
-                                    socket_connect_timeout=2, health_check_interval=30)
-    results = aioredis.Redis.from_url(settings.effective_result_backend_url,
-                                      socket_connect_timeout=2, health_check_interval=30)
+    cache = aioredis.Redis.from_url(
+        settings.effective_cache_url,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+    )
+    results = aioredis.Redis.from_url(
+        settings.effective_result_backend_url, socket_connect_timeout=2, health_check_interval=30
+    )
     registry = Registry(create_store(settings))
     engine = create_log_engine(settings.database_url)
     create_tables(engine)
@@ -48,11 +53,15 @@ def build_services(settings: Settings) -> tuple[Services, ResultListener]:
     writer = BackgroundLogWriter(repo)
     producer = create_producer(settings)
     plane_ref: list[DataPlane] = []
-    listener = ResultListener(results, {
-        registry_channel(settings.cache_prefix): lambda: plane_ref[0].catalog.invalidate(),
-    })
-    dispatcher = CeleryDispatcher(producer, listener, settings.task_queue,
-                                  settings.predict_timeout_seconds)
+    listener = ResultListener(
+        results,
+        {
+            registry_channel(settings.cache_prefix): lambda: plane_ref[0].catalog.invalidate(),
+        },
+    )
+    dispatcher = CeleryDispatcher(
+        producer, listener, settings.task_queue, settings.predict_timeout_seconds
+    )
     plane = DataPlane(settings, registry, cache, dispatcher, writer)
     plane_ref.append(plane)
     return Services(settings, plane, cache, producer, repo, writer), listener
@@ -76,8 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await services.cache.aclose()
             await listener.client.aclose()
 
-    app = FastAPI(title="Model serving", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan, docs_url="/docs", redoc_url="/redoc")
+    app = FastAPI(
+        title="Model serving",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
     for module in (health, predictions, models, logs):
         app.include_router(module.router)
     install_error_handlers(app)
@@ -99,8 +114,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"location": ".".join(map(str, e["loc"])), "problem": e["msg"]}
-                   for e in exc.errors()]
+        details = [
+            {"location": ".".join(map(str, e["loc"])), "problem": e["msg"]} for e in exc.errors()
+        ]
         message = "; ".join(f"{d['location']}: {d['problem']}" for d in details)
         return _error(422, "invalid_request", message, details)
 
@@ -137,10 +153,14 @@ class AccessLog:
             await self.app(scope, receive, record_status)
         finally:
             if access_log.isEnabledFor(logging.INFO):
-                access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status,
-                                (time.perf_counter() - started) * 1000)
+                access_log.info(
+                    "%s %s %d %.1fms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
 
 
 def app_factory() -> FastAPI:
     return create_app()
-

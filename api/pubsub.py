@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class ResultListener:
-    def __init__(self, client: aioredis.Redis, extra_channels: dict[str, Callable[[], None]]) -> None:
+    def __init__(
+        self, client: aioredis.Redis, extra_channels: dict[str, Callable[[], None]]
+    ) -> None:
         self.client = client
         self.prefix = uuid.uuid4().hex[:12] + "-"
         self.extra_channels = extra_channels
@@ -56,10 +58,11 @@ class ResultListener:
     def forget(self, task_id: str) -> None:
         self._waiting.pop(task_id, None)
 
-    async def wait(self, task_id: str, future: asyncio.Future[dict[str, Any]],
-                   timeout: float) -> dict[str, Any]:
+    async def wait(
+        self, task_id: str, future: asyncio.Future[dict[str, Any]], timeout: float
+    ) -> dict[str, Any]:
         try:
-            meta = await asyncio.wait_for(future, timeout)
+            meta: dict[str, Any] | None = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             # A message may have been lost on a reconnect: the stored result is the truth.
             meta = await self._stored(task_id)
@@ -70,6 +73,7 @@ class ResultListener:
                 ) from None
         finally:
             self.forget(task_id)
+        assert meta is not None
         return unwrap(meta)
 
     async def _stored(self, task_id: str) -> dict[str, Any] | None:
@@ -77,7 +81,7 @@ class ResultListener:
             raw = await self.client.get(RESULT_KEY_PREFIX + task_id)
         except RedisError:
             return None
-        return _final(raw)
+        return _final(raw)  # type: ignore[arg-type]
 
     async def _run(self) -> None:
         while True:
@@ -91,11 +95,11 @@ class ResultListener:
                 async for message in pubsub.listen():
                     self._dispatch(message)
             except asyncio.CancelledError:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("result subscription lost (%s); reconnecting", exc)
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await asyncio.sleep(0.5)
 
     def _dispatch(self, message: dict[str, Any]) -> None:

@@ -13,10 +13,14 @@ from common.schemas import ErrorResponse
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
-        400: "Malformed body", 401: "Missing or invalid API key", 403: "Admin key required",
-        404: "Unknown model or version", 413: "Body too large",
+        400: "Malformed body",
+        401: "Missing or invalid API key",
+        403: "Admin key required",
+        404: "Unknown model or version",
+        413: "Body too large",
         422: "Invalid input: names the feature or parameter at fault",
-        503: "Model or backend unavailable", 504: "No result before the deadline",
+        503: "Model or backend unavailable",
+        504: "No result before the deadline",
     }
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
 

@@ -42,12 +42,17 @@ def notify_registry_changed(settings: Settings) -> None:
     """Tell running API processes to reread the registry now; best effort."""
     import redis
 
-    client = redis.Redis.from_url(settings.effective_cache_url, socket_timeout=2,
-                                  socket_connect_timeout=2)
+    client = redis.Redis.from_url(
+        settings.effective_cache_url, socket_timeout=2, socket_connect_timeout=2
+    )
     try:
         client.publish(registry_channel(settings.cache_prefix), b"changed")
     except redis.RedisError as exc:
-        log.warning("could not notify API processes of the registry change (%s); "
-                    "they pick it up within %.0f s", exc, settings.registry_cache_seconds)
+        log.warning(
+            "could not notify API processes of the registry change (%s); "
+            "they pick it up within %.0f s",
+            exc,
+            settings.registry_cache_seconds,
+        )
     finally:
         client.close()

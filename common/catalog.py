@@ -59,8 +59,11 @@ class CatalogCache:
                 return self._catalog  # another request refreshed it while we waited
             catalog = await asyncio.to_thread(self.registry.catalog)
             self._catalog, self._loaded_at = catalog, time.monotonic()
-            live = {(m.model_type, m.version, m.sha256)
-                    for metas in catalog.models.values() for m in metas}
+            live = {
+                (m.model_type, m.version, m.sha256)
+                for metas in catalog.models.values()
+                for m in metas
+            }
             self._validators = {k: v for k, v in self._validators.items() if k in live}
             return catalog
 

@@ -7,6 +7,7 @@ so this module knows neither FastAPI nor Celery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from common.settings import Settings
 
 
 class Dispatcher(Protocol):
-    async def predict(self, request_id: str, meta: ModelMetadata, rows: list[list[Any]],
-                      received_at: float) -> dict[str, Any]: ...
+    async def predict(
+        self, request_id: str, meta: ModelMetadata, rows: list[list[Any]], received_at: float
+    ) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -47,19 +49,31 @@ class Outcome:
                 self.result["labels"], self.result["probabilities"], strict=True
             )
         ]
-        return orjson.dumps({
-            "model_type": self.meta.model_type, "version": self.meta.version,
-            "predictions": predictions, "cached": self.cached, "request_id": self.request_id,
-        })
+        return orjson.dumps(
+            {
+                "model_type": self.meta.model_type,
+                "version": self.meta.version,
+                "predictions": predictions,
+                "cached": self.cached,
+                "request_id": self.request_id,
+            }
+        )
 
 
 class DataPlane:
-    def __init__(self, settings: Settings, registry: Registry, cache: aioredis.Redis,
-                 dispatcher: Dispatcher, log_writer: BackgroundLogWriter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        cache: aioredis.Redis,
+        dispatcher: Dispatcher,
+        log_writer: BackgroundLogWriter,
+    ) -> None:
         self.settings = settings
         self.registry = registry
-        self.catalog = CatalogCache(registry, settings.registry_cache_seconds,
-                                    settings.max_rows_per_request)
+        self.catalog = CatalogCache(
+            registry, settings.registry_cache_seconds, settings.max_rows_per_request
+        )
         self.cache = cache
         self.dispatcher = dispatcher
         self.log_writer = log_writer
@@ -78,8 +92,7 @@ class DataPlane:
             raise artifact_deleted_error(meta)
         return meta
 
-    async def predict(self, model_type: str | None, version: str | None,
-                      payload: Any) -> Outcome:
+    async def predict(self, model_type: str | None, version: str | None, payload: Any) -> Outcome:
         received_at = time.time()
         if not isinstance(payload, dict) or "input_data" not in payload:
             raise InvalidInput('the body must be a JSON object with an "input_data" field')
@@ -100,28 +113,45 @@ class DataPlane:
 
     async def _cache_get(self, key: str) -> bytes | None:
         try:
-            return await self.cache.get(key)  # type: ignore[no-any-return]
+            value: bytes | None = await self.cache.get(key)  # type: ignore[assignment]
+            return value
         except RedisError as exc:
-            raise BackendUnavailable(f"the prediction cache (Redis) is unavailable: {exc}") from None
+            raise BackendUnavailable(
+                f"the prediction cache (Redis) is unavailable: {exc}"
+            ) from None
 
     async def _cache_set(self, key: str, value: bytes) -> None:
         if self.settings.cache_ttl_seconds <= 0:
             return
-        try:
+        # On failure the prediction stands; only the next identical request misses.
+        with contextlib.suppress(RedisError):
             await self.cache.set(key, value, ex=self.settings.cache_ttl_seconds)
-        except RedisError:
-            pass  # the prediction stands; only the next identical request misses
 
-    def _log_hit(self, request_id: str, meta: ModelMetadata, rows: list[list[Any]],
-                 result: dict[str, Any], received_at: float) -> None:
+    def _log_hit(
+        self,
+        request_id: str,
+        meta: ModelMetadata,
+        rows: list[list[Any]],
+        result: dict[str, Any],
+        received_at: float,
+    ) -> None:
         names = meta.feature_names
-        self.log_writer.submit({
-            "request_id": request_id, "created_at": datetime.now(UTC),
-            "model_type": meta.model_type, "version": meta.version, "n_rows": len(rows),
-            "input": [dict(zip(names, row, strict=True)) for row in rows], "output": result,
-            "latency_ms": (time.time() - received_at) * 1000, "cached": True,
-            "status": "ok", "error": None, "worker": None,
-        })
+        self.log_writer.submit(
+            {
+                "request_id": request_id,
+                "created_at": datetime.now(UTC),
+                "model_type": meta.model_type,
+                "version": meta.version,
+                "n_rows": len(rows),
+                "input": [dict(zip(names, row, strict=True)) for row in rows],
+                "output": result,
+                "latency_ms": (time.time() - received_at) * 1000,
+                "cached": True,
+                "status": "ok",
+                "error": None,
+                "worker": None,
+            }
+        )
 
     async def delete_models(self) -> dict[str, Any]:
         deleted = await asyncio.to_thread(self.registry.delete_artifacts)

@@ -49,12 +49,16 @@ def create_tables(engine: Engine) -> None:
 def _insert_ignoring_duplicates(engine: Engine) -> Any:
     dialect = engine.dialect.name
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        return None
-    return dialect_insert(PredictionLog).on_conflict_do_nothing(index_elements=["request_id"])
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(PredictionLog).on_conflict_do_nothing(index_elements=["request_id"])
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(PredictionLog).on_conflict_do_nothing(
+            index_elements=["request_id"]
+        )
+    return None
 
 
 class PredictionLogRepo:

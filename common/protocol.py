@@ -4,7 +4,6 @@ The API enqueues by name, so it never imports the worker or any ML library.
 """
 
 PREDICT_TASK = "serving.predict"
-PING_TASK = "serving.ping"
 
 # Celery's Redis result backend stores and publishes each result under this prefix.
 RESULT_KEY_PREFIX = "celery-task-meta-"

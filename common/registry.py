@@ -169,7 +169,8 @@ class Registry:
         if digest != meta.sha256:
             raise ArtifactRejected(
                 f"artifact of {meta.model_type} v{meta.version} fails its checksum "
-                f"(expected sha256 {meta.sha256[:12]}..., found {digest[:12]}...); refusing to load it"
+                f"(expected sha256 {meta.sha256[:12]}..., found {digest[:12]}...); "
+                "refusing to load it"
             )
         return data
 
@@ -181,8 +182,14 @@ class Registry:
         ]
         return str(max(numbers, default=0) + 1)
 
-    def publish(self, meta_fields: dict[str, Any], artifact: bytes, *, activate: bool = False,
-                make_default: bool = False) -> ModelMetadata:
+    def publish(
+        self,
+        meta_fields: dict[str, Any],
+        artifact: bytes,
+        *,
+        activate: bool = False,
+        make_default: bool = False,
+    ) -> ModelMetadata:
         model_type = check_name(str(meta_fields.get("model_type", "")), "model type")
         version = str(meta_fields.get("version") or self.next_version(model_type))
         check_name(version, "version")
@@ -201,12 +208,16 @@ class Registry:
             raise PublishError(f"invalid metadata: {exc}") from None
         # Artifact first: metadata is what makes a version visible.
         self.store.put(meta.artifact_key, artifact)
-        self.store.put(f"{model_type}/{version}/{METADATA_FILE}", meta.model_dump_json(indent=2).encode())
+        self.store.put(
+            f"{model_type}/{version}/{METADATA_FILE}", meta.model_dump_json(indent=2).encode()
+        )
         if activate or make_default:
             self.activate(model_type, version, make_default=make_default)
         return meta
 
-    def activate(self, model_type: str, version: str, *, make_default: bool = False) -> RegistryState:
+    def activate(
+        self, model_type: str, version: str, *, make_default: bool = False
+    ) -> RegistryState:
         meta = self.metadata(model_type, version)
         if meta.artifact_deleted_at is not None:
             raise artifact_deleted_error(meta)

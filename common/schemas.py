@@ -35,7 +35,7 @@ def build_input_model(meta: ModelMetadata) -> type[BaseModel]:
         )
         for i, feature in enumerate(meta.features)
     }
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"{meta.model_type}_v{meta.version}_row",
         __config__=ConfigDict(extra="forbid"),
         **fields,

@@ -58,7 +58,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_rows_per_request: int = Field(10_000, gt=0)
     registry_cache_seconds: float = Field(2.0, ge=0)
-    logs_max_limit: int = Field(1000, gt=0)
 
     task_queue: str = "predictions"
     task_soft_time_limit_seconds: float = Field(50.0, gt=0)
@@ -102,7 +101,9 @@ class Settings(BaseSettings):
         if self.task_soft_time_limit_seconds > self.task_time_limit_seconds:
             raise ValueError("task_soft_time_limit_seconds must not exceed task_time_limit_seconds")
         if self.broker_visibility_timeout_seconds <= self.task_time_limit_seconds:
-            raise ValueError("broker_visibility_timeout_seconds must exceed task_time_limit_seconds")
+            raise ValueError(
+                "broker_visibility_timeout_seconds must exceed task_time_limit_seconds"
+            )
         return self
 
     @property

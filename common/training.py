@@ -30,8 +30,12 @@ def breast_cancer() -> tuple[Any, Any, list[str], list[str]]:
 
 def feature_specs(x_train: Any, names: list[str]) -> list[dict[str, Any]]:
     return [
-        {"name": name, "type": "float", "min": float(x_train[:, i].min()),
-         "max": float(x_train[:, i].max())}
+        {
+            "name": name,
+            "type": "float",
+            "min": float(x_train[:, i].min()),
+            "max": float(x_train[:, i].max()),
+        }
         for i, name in enumerate(names)
     ]
 
@@ -70,7 +74,9 @@ def train_demo(model_type: str) -> TrainedModel:
         "n_train": float(len(y_train)),
         "n_test": float(len(y_test)),
     }
-    artifact = serialize_xgboost(estimator) if framework == "xgboost" else serialize_skops(estimator)
+    artifact = (
+        serialize_xgboost(estimator) if framework == "xgboost" else serialize_skops(estimator)
+    )
     metadata = {
         "model_type": model_type,
         "framework": framework,

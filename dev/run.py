@@ -76,16 +76,23 @@ def main() -> int:
     env.setdefault("SERVING_ADMIN_API_KEYS", admin_key)
     python = sys.executable
     try:
-        ManagedProcess("modelctl", [python, "-m", "modelctl", "train-demo", "--if-empty"],
-                       STATE / "modelctl.log", env=env, cwd=ROOT).start().popen.wait()  # type: ignore[union-attr]
+        ManagedProcess(
+            "modelctl",
+            [python, "-m", "modelctl", "train-demo", "--if-empty"],
+            STATE / "modelctl.log",
+            env=env,
+            cwd=ROOT,
+        ).start().popen.wait()  # type: ignore[union-attr]
         for name, args in [
             ("worker", [python, "-m", "worker", "--concurrency", "2"]),
             ("api", [python, "-m", "api", "--host", "127.0.0.1", "--port", str(API_PORT)]),
         ]:
-            started.append(ManagedProcess(name, args, STATE / f"{name}.log", env=env,
-                                          cwd=ROOT).start())
-        wait_until(lambda: api_healthy(env["SERVING_API_KEYS"].split(",")[0]), 120,
-                   "the API with a worker")
+            started.append(
+                ManagedProcess(name, args, STATE / f"{name}.log", env=env, cwd=ROOT).start()
+            )
+        wait_until(
+            lambda: api_healthy(env["SERVING_API_KEYS"].split(",")[0]), 120, "the API with a worker"
+        )
         announce(env["SERVING_API_KEYS"].split(",")[0], admin_key)
         while all(p.alive() for p in started):
             time.sleep(0.5)
@@ -103,7 +110,8 @@ def main() -> int:
 
 
 def announce(key: str, admin_key: str) -> None:
-    print(f"""
+    print(
+        f"""
 The stack runs on http://localhost:{API_PORT} (Swagger: /docs, ReDoc: /redoc).
 Logs: {STATE}/api.log and {STATE}/worker.log. Ctrl-C stops everything.
 
@@ -114,7 +122,9 @@ Try:
   curl -s -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\
     -d @dev/example-row.json http://localhost:{API_PORT}/predict
   curl -s -H 'X-API-Key: {key}' 'http://localhost:{API_PORT}/logs?n_limit=2'
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

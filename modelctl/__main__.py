@@ -28,7 +28,9 @@ def cmd_train_demo(args: argparse.Namespace, settings: Settings) -> int:
     for model_type in DEMO_TYPES:
         trained = train_demo(model_type)
         meta = registry.publish(
-            trained.metadata, trained.artifact, activate=True,
+            trained.metadata,
+            trained.artifact,
+            activate=True,
             make_default=model_type == DEMO_DEFAULT,
         )
         print(f"published {meta.model_type} v{meta.version} ({meta.metrics})")
@@ -49,8 +51,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             if meta.artifact_deleted_at:
                 marks.append("deleted")
             metrics = ", ".join(f"{k}={v:.4g}" for k, v in meta.metrics.items())
-            print(f"{model_type}\t{meta.version}\t{meta.created_at:%Y-%m-%d %H:%M}\t"
-                  f"{','.join(marks) or '-'}\t{metrics}")
+            print(
+                f"{model_type}\t{meta.version}\t{meta.created_at:%Y-%m-%d %H:%M}\t"
+                f"{','.join(marks) or '-'}\t{metrics}"
+            )
     if not catalog.models:
         print("no models published")
     return 0
@@ -59,8 +63,12 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
     state = _registry(settings).activate(args.model_type, args.version, make_default=args.default)
     notify_registry_changed(settings)
-    print(f"activated {args.model_type} v{args.version}; default model: "
-          f"{state.active.model_type} v{state.active.version}" if state.active else "")
+    print(
+        f"activated {args.model_type} v{args.version}; default model: "
+        f"{state.active.model_type} v{state.active.version}"
+        if state.active
+        else ""
+    )
     return 0
 
 
@@ -69,7 +77,9 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     if args.model_type:
         metadata["model_type"] = args.model_type
     meta = _registry(settings).publish(
-        metadata, Path(args.artifact).read_bytes(), activate=args.activate,
+        metadata,
+        Path(args.artifact).read_bytes(),
+        activate=args.activate,
         make_default=args.default,
     )
     notify_registry_changed(settings)
@@ -96,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     activate.set_defaults(func=cmd_activate)
     publish = sub.add_parser("publish", help="publish an artifact trained elsewhere")
     publish.add_argument("--artifact", required=True, help="XGBoost .ubj/.json or skops file")
-    publish.add_argument("--metadata", required=True,
-                         help="JSON: model_type, framework, artifact_format, features, classes, ...")
+    publish.add_argument(
+        "--metadata",
+        required=True,
+        help="JSON: model_type, framework, artifact_format, features, classes, ...",
+    )
     publish.add_argument("--model-type", help="override the metadata's model_type")
     publish.add_argument("--activate", action="store_true")
     publish.add_argument("--default", action="store_true")

@@ -20,11 +20,12 @@ def build_worker_app(settings: Settings) -> Celery:
 
 def main(argv: list[str]) -> None:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+    )
     app = build_worker_app(settings)
-    app.worker_main(["worker", "--loglevel", settings.log_level, "-Q", settings.task_queue,
-                     *argv])
+    app.worker_main(["worker", "--loglevel", settings.log_level, "-Q", settings.task_queue, *argv])
 
 
 if __name__ == "__main__":

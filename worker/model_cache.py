@@ -66,8 +66,9 @@ class ModelCache:
             )
         started = time.perf_counter()
         model = load_model(meta, self.registry.read_artifact(meta), self.settings)
-        log.info("loaded %s v%s in %.1f ms", model_type, version,
-                 (time.perf_counter() - started) * 1000)
+        log.info(
+            "loaded %s v%s in %.1f ms", model_type, version, (time.perf_counter() - started) * 1000
+        )
         return model
 
     def _drop_if_epoch_changed(self) -> None:

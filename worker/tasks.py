@@ -16,7 +16,7 @@ from celery import Celery
 from common.cache import models_epoch_key
 from common.db import PredictionLogRepo, create_log_engine, create_tables
 from common.errors import ServingError
-from common.protocol import PING_TASK, PREDICT_TASK
+from common.protocol import PREDICT_TASK
 from common.registry import Registry
 from common.settings import Settings
 from common.store import create_store
@@ -50,21 +50,36 @@ class WorkerRuntime:
         # One BLAS/OpenMP thread per process: prefork children must not oversubscribe.
         threadpool_limits(limits=self.settings.model_threads)
         settings = self.settings
-        cache_redis = redis.Redis.from_url(settings.effective_cache_url, socket_timeout=2,
-                                           socket_connect_timeout=2)
+        cache_redis = redis.Redis.from_url(
+            settings.effective_cache_url, socket_timeout=2, socket_connect_timeout=2
+        )
         epoch_key = models_epoch_key(settings.cache_prefix)
         engine = create_log_engine(settings.database_url)
         create_tables(engine)
-        models = ModelCache(Registry(create_store(settings)), settings,
-                            read_epoch=lambda: cache_redis.get(epoch_key))  # type: ignore[arg-type, return-value]
+        models = ModelCache(
+            Registry(create_store(settings)),
+            settings,
+            read_epoch=lambda: cache_redis.get(epoch_key),  # type: ignore[arg-type, return-value]
+        )
         return ProcessState(os.getpid(), models, PredictionLogRepo(engine))
 
-    def predict(self, request_id: str, model_type: str, version: str, sha256: str,
-                rows: list[list[Any]], received_at: float) -> dict[str, Any]:
+    def predict(
+        self,
+        request_id: str,
+        model_type: str,
+        version: str,
+        sha256: str,
+        rows: list[list[Any]],
+        received_at: float,
+    ) -> dict[str, Any]:
         state = self.state()
         entry: dict[str, Any] = {
-            "request_id": request_id, "model_type": model_type, "version": version,
-            "n_rows": len(rows), "cached": False, "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "request_id": request_id,
+            "model_type": model_type,
+            "version": version,
+            "n_rows": len(rows),
+            "cached": False,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
         }
         try:
             model = state.models.get(model_type, version, sha256)
@@ -78,8 +93,13 @@ class WorkerRuntime:
         return result
 
     @staticmethod
-    def _finish(entry: dict[str, Any], received_at: float, inputs: Any, output: Any,
-                error: ServingError | None) -> dict[str, Any]:
+    def _finish(
+        entry: dict[str, Any],
+        received_at: float,
+        inputs: Any,
+        output: Any,
+        error: ServingError | None,
+    ) -> dict[str, Any]:
         return entry | {
             "created_at": datetime.now(UTC),
             "input": inputs,
@@ -92,10 +112,12 @@ class WorkerRuntime:
 
 def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     @app.task(name=PREDICT_TASK)  # type: ignore[untyped-decorator]
-    def predict(request_id: str, model_type: str, version: str, sha256: str,
-                rows: list[list[Any]], received_at: float) -> dict[str, Any]:
+    def predict(
+        request_id: str,
+        model_type: str,
+        version: str,
+        sha256: str,
+        rows: list[list[Any]],
+        received_at: float,
+    ) -> dict[str, Any]:
         return runtime.predict(request_id, model_type, version, sha256, rows, received_at)
-
-    @app.task(name=PING_TASK)  # type: ignore[untyped-decorator]
-    def ping() -> dict[str, Any]:
-        return {"pid": os.getpid(), "host": socket.gethostname()}

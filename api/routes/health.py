@@ -37,8 +37,13 @@ def _worker_answers(services: Services) -> bool:
         return False
 
 
-@router.get("/", status_code=200, response_model=Health, summary="Health of Redis and workers",
-            responses={503: {"model": Health, "description": "Redis or every worker is down"}})
+@router.get(
+    "/",
+    status_code=200,
+    response_model=Health,
+    summary="Health of Redis and workers",
+    responses={503: {"model": Health, "description": "Redis or every worker is down"}},
+)
 async def health(services: ServicesDep, response: Response, _: ReaderDep) -> Health:
     redis_ok = await _redis_ok(services)
     worker = redis_ok and await asyncio.to_thread(_worker_answers, services)

@@ -16,8 +16,13 @@ router = APIRouter(tags=["logs"])
 MAX_LOG_ROWS = 1000
 
 
-@router.get("/logs", status_code=200, response_model=list[LogEntry],
-            responses=errors(401, 422), summary="Newest prediction log rows, newest first")
+@router.get(
+    "/logs",
+    status_code=200,
+    response_model=list[LogEntry],
+    responses=errors(401, 422),
+    summary="Newest prediction log rows, newest first",
+)
 async def read_logs(
     services: ServicesDep,
     _: ReaderDep,

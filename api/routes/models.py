@@ -47,24 +47,45 @@ class DeleteReport(BaseModel):
     purged_cache_entries: int
 
 
-@router.get("/models", status_code=200, response_model=ModelList, responses=errors(401),
-            summary="Models, versions and which are active")
+@router.get(
+    "/models",
+    status_code=200,
+    response_model=ModelList,
+    responses=errors(401),
+    summary="Models, versions and which are active",
+)
 async def list_models(services: ServicesDep, _: ReaderDep) -> ModelList:
     catalog = await services.plane.catalog.get()
     summaries = []
     for model_type, metas in sorted(catalog.models.items()):
         active = catalog.state.active_by_type.get(model_type)
-        summaries.append(ModelSummary(model_type=model_type, active_version=active, versions=[
-            VersionSummary(version=m.version, created_at=m.created_at, framework=m.framework,
-                           metrics=m.metrics, active=m.version == active,
-                           artifact_deleted=m.artifact_deleted_at is not None)
-            for m in metas
-        ]))
+        summaries.append(
+            ModelSummary(
+                model_type=model_type,
+                active_version=active,
+                versions=[
+                    VersionSummary(
+                        version=m.version,
+                        created_at=m.created_at,
+                        framework=m.framework,
+                        metrics=m.metrics,
+                        active=m.version == active,
+                        artifact_deleted=m.artifact_deleted_at is not None,
+                    )
+                    for m in metas
+                ],
+            )
+        )
     return ModelList(default=catalog.state.active, models=summaries)
 
 
-@router.get("/models/{model_type}/{version}", status_code=200, response_model=ModelDetail,
-            responses=errors(401, 404, 422), summary="A version's metadata and input schema")
+@router.get(
+    "/models/{model_type}/{version}",
+    status_code=200,
+    response_model=ModelDetail,
+    responses=errors(401, 404, 422),
+    summary="A version's metadata and input schema",
+)
 async def model_detail(
     model_type: Annotated[str, Path(pattern=NAME_PATTERN)],
     version: Annotated[str, Path(pattern=NAME_PATTERN)],
@@ -77,13 +98,18 @@ async def model_detail(
     return ModelDetail(
         metadata=meta,
         active=catalog.state.active_by_type.get(model_type) == version,
-        default=default is not None and (default.model_type, default.version) == (model_type, version),
+        default=default is not None
+        and (default.model_type, default.version) == (model_type, version),
         input_schema=services.plane.catalog.validator(meta).json_schema(),
     )
 
 
-@router.delete("/delete-models", status_code=200, response_model=DeleteReport,
-               responses=errors(401, 403, 503),
-               summary="Delete every model artifact (admin); metadata is kept")
+@router.delete(
+    "/delete-models",
+    status_code=200,
+    response_model=DeleteReport,
+    responses=errors(401, 403, 503),
+    summary="Delete every model artifact (admin); metadata is kept",
+)
 async def delete_models(services: ServicesDep, _: AdminDep) -> DeleteReport:
     return DeleteReport.model_validate(await services.plane.delete_models())

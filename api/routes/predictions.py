@@ -15,33 +15,45 @@ from common.schemas import PredictResponse
 router = APIRouter(tags=["predictions"])
 
 _Value = {"anyOf": [{"type": "number"}, {"type": "integer"}, {"type": "boolean"}]}
-_Row = {"type": "object", "additionalProperties": _Value,
-        "description": "feature name to value; GET /models/{type}/{version} has the exact schema"}
+_Row = {
+    "type": "object",
+    "additionalProperties": _Value,
+    "description": "feature name to value; GET /models/{type}/{version} has the exact schema",
+}
 REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {
-            "schema": {
-                "type": "object", "required": ["input_data"], "additionalProperties": False,
-                "properties": {"input_data": {"anyOf": [_Row, {"type": "array", "items": _Row}]}},
-            },
-            "examples": {
-                "one row": {"value": {"input_data": EXAMPLE_ROW}},
-                "several rows": {"value": {"input_data": [EXAMPLE_ROW, EXAMPLE_ROW]}},
-            },
-        }},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["input_data"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "input_data": {"anyOf": [_Row, {"type": "array", "items": _Row}]}
+                    },
+                },
+                "examples": {
+                    "one row": {"value": {"input_data": EXAMPLE_ROW}},
+                    "several rows": {"value": {"input_data": [EXAMPLE_ROW, EXAMPLE_ROW]}},
+                },
+            }
+        },
     }
 }
 ROUTE: dict[str, Any] = {
-    "status_code": 200, "response_model": PredictResponse, "openapi_extra": REQUEST_BODY,
+    "status_code": 200,
+    "response_model": PredictResponse,
+    "openapi_extra": REQUEST_BODY,
     "responses": errors(400, 401, 404, 413, 422, 503, 504),
 }
 ModelType = Annotated[str, Path(pattern=NAME_PATTERN, examples=["xgboost"])]
 Version = Annotated[str, Path(pattern=NAME_PATTERN, examples=["1"])]
 
 
-async def _predict(request: Request, services: ServicesDep, model_type: str | None,
-                   version: str | None) -> Response:
+async def _predict(
+    request: Request, services: ServicesDep, model_type: str | None, version: str | None
+) -> Response:
     payload = await read_json(request, services.settings.max_body_bytes)
     outcome = await services.plane.predict(model_type, version, payload)
     return Response(outcome.to_json(), media_type="application/json")
@@ -53,12 +65,14 @@ async def predict_active(request: Request, services: ServicesDep, _: ReaderDep) 
 
 
 @router.post("/predict/{model_type}", summary="Predict with a type's active version", **ROUTE)
-async def predict_type(model_type: ModelType, request: Request, services: ServicesDep,
-                       _: ReaderDep) -> Response:
+async def predict_type(
+    model_type: ModelType, request: Request, services: ServicesDep, _: ReaderDep
+) -> Response:
     return await _predict(request, services, model_type, None)
 
 
 @router.post("/predict/{model_type}/{version}", summary="Predict with one version", **ROUTE)
-async def predict_version(model_type: ModelType, version: Version, request: Request,
-                          services: ServicesDep, _: ReaderDep) -> Response:
+async def predict_version(
+    model_type: ModelType, version: Version, request: Request, services: ServicesDep, _: ReaderDep
+) -> Response:
     return await _predict(request, services, model_type, version)

@@ -21,8 +21,12 @@ def demo_models() -> dict[str, TrainedModel]:
 
 
 @pytest.fixture(scope="session")
-def make_stack(redis_url: str, s3_endpoint: str, demo_models: dict[str, TrainedModel],
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
+def make_stack(
+    redis_url: str,
+    s3_endpoint: str,
+    demo_models: dict[str, TrainedModel],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Stack]]:
     """Each stack gets its own Redis database, bucket, queue, cache prefix and log file."""
     stacks: list[Stack] = []
 

@@ -24,8 +24,9 @@ READER_KEY = "reader-key-for-tests"
 ADMIN_KEY = "admin-key-for-tests"
 
 
-def stack_fields(name: str, redis_url: str, s3_endpoint: str, tmp: Path,
-                 db_index: int) -> dict[str, Any]:
+def stack_fields(
+    name: str, redis_url: str, s3_endpoint: str, tmp: Path, db_index: int
+) -> dict[str, Any]:
     base = redis_url.rsplit("/", 1)[0]
     return {
         "redis_url": f"{base}/{db_index}",
@@ -80,17 +81,37 @@ class Stack:
 
     def publish_demo(self, models: dict[str, TrainedModel]) -> None:
         settings = self.settings
-        s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         s3.create_bucket(Bucket=settings.s3_bucket)
         registry = self.registry()
         for model_type, trained in models.items():
-            registry.publish(trained.metadata, trained.artifact, activate=True,
-                             make_default=model_type == "xgboost")
+            registry.publish(
+                trained.metadata,
+                trained.artifact,
+                activate=True,
+                make_default=model_type == "xgboost",
+            )
 
     def start_worker(self, name: str, concurrency: int = 2) -> ManagedProcess:
-        args = [sys.executable, "-m", "worker", "--concurrency", str(concurrency),
-                "--pool", "prefork", "-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
+        args = [
+            sys.executable,
+            "-m",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            "prefork",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         proc = ManagedProcess(name, args, self.tmp / f"{name}.log", env=self.env, cwd=ROOT)
         self.processes.append(proc.start())
         return proc
@@ -98,8 +119,13 @@ class Stack:
     def start(self, workers: int = 1) -> Stack:
         for i in range(workers):
             self.start_worker(f"worker{i}-{self.name}")
-        api = ManagedProcess("api", [sys.executable, "-m", "api", "--port", str(self.port)],
-                             self.tmp / "api.log", env=self.env, cwd=ROOT)
+        api = ManagedProcess(
+            "api",
+            [sys.executable, "-m", "api", "--port", str(self.port)],
+            self.tmp / "api.log",
+            env=self.env,
+            cwd=ROOT,
+        )
         self.processes.append(api.start())
         try:
             wait_until(self._healthy, 90, f"stack {self.name}")
@@ -114,15 +140,18 @@ class Stack:
             if not proc.alive():
                 raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")
         try:
-            return httpx.get(self.url + "/", headers={"X-API-Key": READER_KEY},
-                             timeout=5).status_code == 200
+            return (
+                httpx.get(self.url + "/", headers={"X-API-Key": READER_KEY}, timeout=5).status_code
+                == 200
+            )
         except httpx.HTTPError:
             time.sleep(0.2)
             return False
 
     def logs_text(self) -> str:
-        return "\n".join(p.log_path.read_text(errors="replace") for p in self.processes
-                         if p.log_path.exists())
+        return "\n".join(
+            p.log_path.read_text(errors="replace") for p in self.processes if p.log_path.exists()
+        )
 
     def stop(self) -> None:
         for proc in reversed(self.processes):

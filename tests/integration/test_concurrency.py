@@ -16,11 +16,12 @@ pytestmark = pytest.mark.integration
 
 async def send_all(url: str, rows: list[dict[str, float]]) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(rows))
-    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": READER_KEY},
-                                 timeout=60, limits=limits) as client:
-        return await asyncio.gather(*(
-            client.post("/predict/xgboost/1", json={"input_data": row}) for row in rows
-        ))
+    async with httpx.AsyncClient(
+        base_url=url, headers={"X-API-Key": READER_KEY}, timeout=60, limits=limits
+    ) as client:
+        return await asyncio.gather(
+            *(client.post("/predict/xgboost/1", json={"input_data": row}) for row in rows)
+        )
 
 
 def test_fifty_concurrent_requests_are_each_answered_correctly(

@@ -26,7 +26,9 @@ def test_delete_models_then_predict_is_a_clear_503(doomed: Stack) -> None:
             report = admin.delete("/delete-models")
         assert report.status_code == 200, report.text
         assert {(d["model_type"], d["version"]) for d in report.json()["deleted"]} == {
-            ("xgboost", "1"), ("logistic_regression", "1")}
+            ("xgboost", "1"),
+            ("logistic_regression", "1"),
+        }
         assert report.json()["purged_cache_entries"] >= 1
         for path in ["/predict", "/predict/xgboost", "/predict/logistic_regression/1"]:
             response = client.post(path, json=body)

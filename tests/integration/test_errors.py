@@ -19,13 +19,20 @@ def error_of(response: object) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("key", [None, "wrong-key", READER_KEY + "x"])
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/"), ("POST", "/predict"), ("POST", "/predict/xgboost"),
-    ("POST", "/predict/xgboost/1"), ("GET", "/logs"), ("DELETE", "/delete-models"),
-    ("GET", "/models"), ("GET", "/models/xgboost/1"),
-])
-def test_missing_or_wrong_key_is_401(stack: Stack, key: str | None, method: str,
-                                     path: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/"),
+        ("POST", "/predict"),
+        ("POST", "/predict/xgboost"),
+        ("POST", "/predict/xgboost/1"),
+        ("GET", "/logs"),
+        ("DELETE", "/delete-models"),
+        ("GET", "/models"),
+        ("GET", "/models/xgboost/1"),
+    ],
+)
+def test_missing_or_wrong_key_is_401(stack: Stack, key: str | None, method: str, path: str) -> None:
     with stack.client(key) as client:
         response = client.request(method, path, json=GOOD if method == "POST" else None)
     assert response.status_code == 401
@@ -51,12 +58,16 @@ def test_admin_key_may_predict(stack: Stack) -> None:
         assert client.post("/predict/xgboost/1", json=GOOD).status_code == 200
 
 
-@pytest.mark.parametrize(("path", "needle"), [
-    ("/predict/no_such_model", "unknown model type 'no_such_model'"),
-    ("/predict/xgboost/999", "unknown version '999' of 'xgboost'"),
-])
-def test_unknown_model_or_version_is_404_listing_what_exists(stack: Stack, path: str,
-                                                            needle: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "needle"),
+    [
+        ("/predict/no_such_model", "unknown model type 'no_such_model'"),
+        ("/predict/xgboost/999", "unknown version '999' of 'xgboost'"),
+    ],
+)
+def test_unknown_model_or_version_is_404_listing_what_exists(
+    stack: Stack, path: str, needle: str
+) -> None:
     with stack.client() as client:
         response = client.post(path, json=GOOD)
     assert response.status_code == 404
@@ -69,36 +80,44 @@ def without(feature: str) -> dict[str, float]:
     return {k: v for k, v in EXAMPLE_ROW.items() if k != feature}
 
 
-@pytest.mark.parametrize(("input_data", "needle"), [
-    (without("mean radius"), "mean radius: missing"),
-    (EXAMPLE_ROW | {"colour": 1.0}, "colour: unknown feature"),
-    (EXAMPLE_ROW | {"mean area": "big"}, "mean area: Input should be a valid number"),
-    (EXAMPLE_ROW | {"mean area": True}, "mean area: Input should be a valid number"),
-    (EXAMPLE_ROW | {"mean area": None}, "mean area"),
-    ([EXAMPLE_ROW, without("worst area")], "row 1: worst area: missing"),
-    ([], "empty list"),
-    ("a string", "must be an object"),
-])
-def test_invalid_input_is_422_naming_the_feature(stack: Stack, input_data: object,
-                                                 needle: str) -> None:
+@pytest.mark.parametrize(
+    ("input_data", "needle"),
+    [
+        (without("mean radius"), "mean radius: missing"),
+        (EXAMPLE_ROW | {"colour": 1.0}, "colour: unknown feature"),
+        (EXAMPLE_ROW | {"mean area": "big"}, "mean area: Input should be a valid number"),
+        (EXAMPLE_ROW | {"mean area": True}, "mean area: Input should be a valid number"),
+        (EXAMPLE_ROW | {"mean area": None}, "mean area"),
+        ([EXAMPLE_ROW, without("worst area")], "row 1: worst area: missing"),
+        ([], "empty list"),
+        ("a string", "must be an object"),
+    ],
+)
+def test_invalid_input_is_422_naming_the_feature(
+    stack: Stack, input_data: object, needle: str
+) -> None:
     with stack.client() as client:
         response = client.post("/predict/xgboost/1", json={"input_data": input_data})
     assert response.status_code == 422, response.text
     assert needle in str(error_of(response)["message"])
 
 
-@pytest.mark.parametrize(("content", "status", "kind"), [
-    (b"{not json", 400, "malformed_body"),
-    (b"", 400, "malformed_body"),
-    (b'{"rows": []}', 422, "invalid_input"),
-    (b'{"input_data": {}, "extra": 1}', 422, "invalid_input"),
-    (b"[1, 2, 3]", 422, "invalid_input"),
-    (b'{"input_data": {"mean radius": NaN}}', 400, "malformed_body"),
-])
+@pytest.mark.parametrize(
+    ("content", "status", "kind"),
+    [
+        (b"{not json", 400, "malformed_body"),
+        (b"", 400, "malformed_body"),
+        (b'{"rows": []}', 422, "invalid_input"),
+        (b'{"input_data": {}, "extra": 1}', 422, "invalid_input"),
+        (b"[1, 2, 3]", 422, "invalid_input"),
+        (b'{"input_data": {"mean radius": NaN}}', 400, "malformed_body"),
+    ],
+)
 def test_malformed_bodies_are_4xx(stack: Stack, content: bytes, status: int, kind: str) -> None:
     with stack.client() as client:
-        response = client.post("/predict", content=content,
-                               headers={"Content-Type": "application/json"})
+        response = client.post(
+            "/predict", content=content, headers={"Content-Type": "application/json"}
+        )
     assert response.status_code == status, response.text
     assert error_of(response)["type"] == kind
 
@@ -119,8 +138,10 @@ def test_too_many_rows_is_422(stack: Stack) -> None:
     assert "too many rows" in str(error_of(response)["message"])
 
 
-@pytest.mark.parametrize("path", ["/predict/..", "/predict/xgboost/..%2F..%2Fetc",
-                                  "/predict/%2e%2e/1", "/models/xgboost/a%2Fb"])
+@pytest.mark.parametrize(
+    "path",
+    ["/predict/..", "/predict/xgboost/..%2F..%2Fetc", "/predict/%2e%2e/1", "/models/xgboost/a%2Fb"],
+)
 def test_path_traversal_names_are_refused(stack: Stack, path: str) -> None:
     with stack.client() as client:
         response = client.post(path, json=GOOD) if "predict" in path else client.get(path)

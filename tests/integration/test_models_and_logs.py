@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 
 from api.examples import EXAMPLE_ROW
-from tests.integration.stack import Stack
+from tests.integration.stack import ADMIN_KEY, READER_KEY, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,11 @@ def test_models_lists_versions_and_active(stack: Stack) -> None:
     by_type = {m["model_type"]: m for m in body["models"]}
     assert {"xgboost", "logistic_regression"} <= set(by_type)
     first = by_type["xgboost"]["versions"][0]
-    assert (first["version"], first["framework"], first["artifact_deleted"]) == ("1", "xgboost", False)
+    assert (first["version"], first["framework"], first["artifact_deleted"]) == (
+        "1",
+        "xgboost",
+        False,
+    )
     assert 0.9 < first["metrics"]["roc_auc"] <= 1.0
 
 
@@ -54,8 +58,10 @@ def test_model_detail_has_metadata_and_input_schema(stack: Stack) -> None:
 def test_logs_are_newest_first_and_limited(stack: Stack) -> None:
     rows = [EXAMPLE_ROW | {"mean texture": 10.0 + i / 1000} for i in range(3)]
     with stack.client() as client:
-        ids = [client.post("/predict/xgboost/1", json={"input_data": r}).json()["request_id"]
-               for r in rows]
+        ids = [
+            client.post("/predict/xgboost/1", json={"input_data": r}).json()["request_id"]
+            for r in rows
+        ]
         logs = client.get("/logs", params={"n_limit": 3}).json()
         default = client.get("/logs").json()
     assert [entry["request_id"] for entry in logs] == ids[::-1]
@@ -78,3 +84,18 @@ def test_docs_pages_and_examples(stack: Stack) -> None:
     assert examples["one row"]["value"]["input_data"] == EXAMPLE_ROW
     assert {"401", "404", "422", "504"} <= set(predict["responses"])
     assert "APIKeyHeader" in spec["components"]["securitySchemes"]
+
+
+def test_api_keys_never_reach_a_log(stack: Stack) -> None:
+    with stack.client(None) as client:
+        response = client.post(
+            "/predict/xgboost/1", params={"api_key": READER_KEY}, json={"input_data": EXAMPLE_ROW}
+        )
+        assert response.status_code == 200
+    with stack.client(ADMIN_KEY) as client:
+        logs = client.get("/logs", params={"n_limit": 1000}).text
+    text = stack.logs_text()
+    assert "POST /predict/xgboost/1 200" in text  # the access log is there ...
+    for key in (READER_KEY, ADMIN_KEY):
+        assert key not in text  # ... without the key
+        assert key not in logs

@@ -34,8 +34,9 @@ def test_whole_data_set_matches_in_process_model(
     x, _, names, classes = breast_cancer()
     trained = demo_models[model_type]
     with stack.client() as client:
-        response = client.post(f"/predict/{model_type}/1",
-                               json={"input_data": rows_as_dicts(x, names)})
+        response = client.post(
+            f"/predict/{model_type}/1", json={"input_data": rows_as_dicts(x, names)}
+        )
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["model_type"], body["version"], body["cached"]) == (model_type, "1", False)
@@ -58,7 +59,8 @@ def test_single_rows_match_and_default_routes_resolve(
             assert (body["model_type"], body["version"]) == ("xgboost", "1")
             assert body["predictions"][0]["label"] == labels[i]
             np.testing.assert_array_equal(probabilities(body, classes)[0], proba[i])
-        other = client.post("/predict/logistic_regression",
-                            json={"input_data": rows_as_dicts(sample[:1], names)[0]}).json()
+        other = client.post(
+            "/predict/logistic_regression", json={"input_data": rows_as_dicts(sample[:1], names)[0]}
+        ).json()
     active = stack.registry().state().active_by_type["logistic_regression"]
     assert (other["model_type"], other["version"]) == ("logistic_regression", active)
