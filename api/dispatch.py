@@ -10,7 +10,7 @@ from kombu.exceptions import OperationalError
 
 from api.pubsub import ResultListener
 from common.celery_config import celery_config
-from common.errors import BackendUnavailable
+from common.errors import BackendUnavailable, PredictionTimeout
 from common.protocol import PREDICT_TASK
 from common.registry import ModelMetadata
 from common.settings import Settings
@@ -50,4 +50,11 @@ class CeleryDispatcher:
         except OperationalError as exc:
             self.listener.forget(task_id)
             raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None
-        return await self.listener.wait(task_id, future, self.timeout)
+        try:
+            return await self.listener.wait(task_id, future, self.timeout)
+        except TimeoutError:
+            raise PredictionTimeout(
+                f"no result within {self.timeout:g} s; the task {task_id} may still finish "
+                f"and log request {request_id}",
+                {"task_id": task_id, "request_id": request_id},
+            ) from None

@@ -67,10 +67,7 @@ class ResultListener:
             # A message may have been lost on a reconnect: the stored result is the truth.
             meta = await self._stored(task_id)
             if meta is None:
-                raise errors.PredictionTimeout(
-                    f"no result within {timeout:g} s; the task {task_id} may still finish",
-                    {"task_id": task_id},
-                ) from None
+                raise
         finally:
             self.forget(task_id)
         assert meta is not None
