@@ -10,12 +10,13 @@ from typing import Annotated
 
 import redis.asyncio as aioredis
 from celery import Celery
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery
 
 from common.dataplane import DataPlane
 from common.db import BackgroundLogWriter, PredictionLogRepo
 from common.errors import Forbidden, NotAuthenticated
+from common.registry import MODEL_TYPE_PATTERN, VERSION_PATTERN
 from common.settings import Settings
 
 
@@ -76,5 +77,7 @@ def require_admin(role: Annotated[Role, Depends(require_key)]) -> Role:
     return role
 
 
+ModelTypePath = Annotated[str, Path(pattern=MODEL_TYPE_PATTERN, examples=["xgboost"])]
+VersionPath = Annotated[str, Path(pattern=VERSION_PATTERN, examples=["1"])]
 ReaderDep = Annotated[Role, Depends(require_key)]
 AdminDep = Annotated[Role, Depends(require_admin)]

@@ -134,5 +134,7 @@ def unwrap(meta: dict[str, Any]) -> dict[str, Any]:
         return meta["result"]  # type: ignore[no-any-return]
     result = meta.get("result") or {}
     if meta["status"] == "FAILURE" and isinstance(result, dict) and "exc_type" in result:
-        raise errors.from_task_failure(result["exc_type"], result.get("exc_message"))
+        raise errors.from_task_failure(
+            result["exc_type"], result.get("exc_message"), result.get("exc_module")
+        )
     raise errors.PredictionFailed("the prediction task was cancelled or lost")

@@ -61,6 +61,14 @@ def _insert_ignoring_duplicates(engine: Engine) -> Any:
     return None
 
 
+_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "output": None,
+    "error": None,
+    "worker": None,
+    "cached": False,
+}
+
+
 class PredictionLogRepo:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -70,6 +78,8 @@ class PredictionLogRepo:
         """Insert entries; one whose request_id is already logged is skipped."""
         if not entries:
             return
+        # A multi-row insert takes its columns from the first entry: give every entry all.
+        entries = [{**_OPTIONAL_DEFAULTS, **entry} for entry in entries]
         if self._upsert is not None:
             with self.engine.begin() as conn:
                 conn.execute(self._upsert, entries)
@@ -119,6 +129,17 @@ class BackgroundLogWriter:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            self.repo.record(batch)
+        except Exception:
+            # One bad entry must not cost the others: write them one at a time.
+            for entry in batch:
+                try:
+                    self.repo.record([entry])
+                except Exception:
+                    log.exception("could not write prediction log row %s", entry.get("request_id"))
+
     def _run(self) -> None:
         while True:
             first = self._queue.get()
@@ -132,10 +153,7 @@ class BackgroundLogWriter:
                     first = None
                     break
                 batch.append(item)
-            try:
-                self.repo.record(batch)
-            except Exception:
-                log.exception("could not write %d prediction log rows", len(batch))
+            self._write(batch)
             with self._idle:
                 self._pending -= len(batch)
                 self._idle.notify_all()

@@ -114,9 +114,11 @@ def _collect(cls: type[ServingError]) -> None:
 _collect(ServingError)
 
 
-def from_task_failure(exc_type: str, exc_message: Any) -> ServingError:
+def from_task_failure(
+    exc_type: str, exc_message: Any, exc_module: str | None = None
+) -> ServingError:
     """Rebuild a domain error from the fields Celery stores for a failed task."""
-    cls = _BY_NAME.get(exc_type)
+    cls = _BY_NAME.get(exc_type) if exc_module in {None, __name__} else None
     args = exc_message if isinstance(exc_message, list | tuple) else [exc_message]
     if cls is None:
         # Never leak foreign exception text or tracebacks to clients.

@@ -19,8 +19,10 @@ from common.store import ObjectMissing, ObjectStore
 
 REGISTRY_KEY = "registry.json"
 METADATA_FILE = "metadata.json"
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_NAME = re.compile(NAME_PATTERN)
+# Model types have no dots, so none can collide with registry.json; versions may ("1.2").
+MODEL_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_PATTERNS = {"model type": re.compile(MODEL_TYPE_PATTERN), "version": re.compile(VERSION_PATTERN)}
 
 ArtifactFormat = Literal["xgboost-ubj", "xgboost-json", "skops", "pickle", "joblib"]
 ARTIFACT_FILES: dict[str, str] = {
@@ -40,8 +42,8 @@ class Feature(BaseModel):
 
 
 class ModelMetadata(BaseModel):
-    model_type: str = Field(pattern=NAME_PATTERN)
-    version: str = Field(pattern=NAME_PATTERN)
+    model_type: str = Field(pattern=MODEL_TYPE_PATTERN)
+    version: str = Field(pattern=VERSION_PATTERN)
     framework: Literal["xgboost", "sklearn"]
     library_versions: dict[str, str] = Field(default_factory=dict)
     artifact_format: ArtifactFormat
@@ -72,10 +74,11 @@ class RegistryState(BaseModel):
     active_by_type: dict[str, str] = Field(default_factory=dict)
 
 
-def check_name(value: str, what: str) -> str:
-    if not _NAME.match(value) or ".." in value:
+def check_name(value: str, what: Literal["model type", "version"]) -> str:
+    if not _PATTERNS[what].fullmatch(value) or ".." in value:
+        allowed = "'_' or '-'" if what == "model type" else "'.', '_' or '-'"
         raise InvalidModelName(
-            f"invalid {what} {value!r}: use letters, digits, '.', '_' or '-' (at most 64)"
+            f"invalid {what} {value!r}: use letters, digits, {allowed} (at most 64)"
         )
     return value
 
@@ -193,6 +196,8 @@ class Registry:
         model_type = check_name(str(meta_fields.get("model_type", "")), "model type")
         version = str(meta_fields.get("version") or self.next_version(model_type))
         check_name(version, "version")
+        if not artifact:
+            raise PublishError("the artifact is empty")
         if self.store.exists(f"{model_type}/{version}/{METADATA_FILE}"):
             raise PublishError(f"{model_type} version {version} exists; versions are immutable")
         fields = {

@@ -66,11 +66,16 @@ def load_model(meta: ModelMetadata, data: bytes, settings: Settings) -> LoadedMo
 def _load_xgboost(data: bytes, threads: int) -> Any:
     import xgboost as xgb
 
+    # libxgboost aborts the whole process on some malformed input (an empty buffer):
+    # both UBJSON and JSON models start with '{', so refuse anything else up front.
+    if not data.startswith(b"{"):
+        raise ArtifactRejected("not a valid XGBoost model: UBJSON or JSON starts with '{'")
     model = xgb.XGBClassifier()
     try:
         model.load_model(bytearray(data))
-    except xgb.core.XGBoostError as exc:
-        raise ArtifactRejected(f"not a valid XGBoost model: {str(exc).splitlines()[0]}") from None
+    except (xgb.core.XGBoostError, UnicodeDecodeError, ValueError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ArtifactRejected(f"not a valid XGBoost model: {first_line}") from None
     model.set_params(n_jobs=threads)
     return model
 

@@ -27,7 +27,7 @@ class ObjectMissing(KeyError):
 def check_key(key: str) -> str:
     parts = key.split("/")
     for part in parts:
-        if not _SEGMENT.match(part) or part in {".", ".."} or ".." in part:
+        if not _SEGMENT.fullmatch(part) or ".." in part:
             raise InvalidModelName(f"invalid store key segment {part!r}")
     return key
 
@@ -62,9 +62,13 @@ class LocalStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename: a reader never sees half an artifact or registry.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

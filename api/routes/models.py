@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from pydantic import BaseModel
 
-from api.deps import AdminDep, ReaderDep, ServicesDep
+from api.deps import AdminDep, ModelTypePath, ReaderDep, ServicesDep, VersionPath
 from api.responses import errors
-from common.registry import NAME_PATTERN, ModelMetadata, ModelRef
+from common.registry import ModelMetadata, ModelRef
 
 router = APIRouter(tags=["models"])
 
@@ -87,8 +87,8 @@ async def list_models(services: ServicesDep, _: ReaderDep) -> ModelList:
     summary="A version's metadata and input schema",
 )
 async def model_detail(
-    model_type: Annotated[str, Path(pattern=NAME_PATTERN)],
-    version: Annotated[str, Path(pattern=NAME_PATTERN)],
+    model_type: ModelTypePath,
+    version: VersionPath,
     services: ServicesDep,
     _: ReaderDep,
 ) -> ModelDetail:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from api.deps import ReaderDep, ServicesDep
+from api.deps import ModelTypePath, ReaderDep, ServicesDep, VersionPath
 from api.examples import EXAMPLE_ROW
 from api.responses import errors, read_json
-from common.registry import NAME_PATTERN
 from common.schemas import PredictResponse
 
 router = APIRouter(tags=["predictions"])
@@ -47,8 +46,6 @@ ROUTE: dict[str, Any] = {
     "openapi_extra": REQUEST_BODY,
     "responses": errors(400, 401, 404, 413, 422, 503, 504),
 }
-ModelType = Annotated[str, Path(pattern=NAME_PATTERN, examples=["xgboost"])]
-Version = Annotated[str, Path(pattern=NAME_PATTERN, examples=["1"])]
 
 
 async def _predict(
@@ -66,13 +63,17 @@ async def predict_active(request: Request, services: ServicesDep, _: ReaderDep) 
 
 @router.post("/predict/{model_type}", summary="Predict with a type's active version", **ROUTE)
 async def predict_type(
-    model_type: ModelType, request: Request, services: ServicesDep, _: ReaderDep
+    model_type: ModelTypePath, request: Request, services: ServicesDep, _: ReaderDep
 ) -> Response:
     return await _predict(request, services, model_type, None)
 
 
 @router.post("/predict/{model_type}/{version}", summary="Predict with one version", **ROUTE)
 async def predict_version(
-    model_type: ModelType, version: Version, request: Request, services: ServicesDep, _: ReaderDep
+    model_type: ModelTypePath,
+    version: VersionPath,
+    request: Request,
+    services: ServicesDep,
+    _: ReaderDep,
 ) -> Response:
     return await _predict(request, services, model_type, version)

@@ -1,0 +1,59 @@
+"""Fixtures for the pure unit tests of common/: no services, real files under tmp_path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.registry import Registry
+from common.store import LocalStore
+
+
+@pytest.fixture(autouse=True)
+def _clean_serving_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings() reads SERVING_* variables: the machine's own must not leak into a test."""
+    for name in list(os.environ):
+        if name.startswith("SERVING_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def store(store_root: Path) -> LocalStore:
+    return LocalStore(store_root)
+
+
+@pytest.fixture
+def registry(store: LocalStore) -> Registry:
+    return Registry(store)
+
+
+MetaFactory = Callable[..., dict[str, Any]]
+
+
+def _meta_fields(model_type: str = "xgboost", **overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "model_type": model_type,
+        "framework": "xgboost",
+        "artifact_format": "xgboost-ubj",
+        "features": [{"name": "alpha"}, {"name": "beta"}],
+        "classes": ["a", "b"],
+    }
+    fields.update(overrides)
+    return fields
+
+
+@pytest.fixture
+def meta_fields() -> MetaFactory:
+    """Minimal valid publishable metadata (2 float features, 2 classes); override any field."""
+    return _meta_fields

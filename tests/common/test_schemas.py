@@ -1,0 +1,218 @@
+"""InputValidator: rows in metadata feature order, every bad value named precisely."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from common.errors import InvalidInput
+from common.registry import ModelMetadata
+from common.schemas import InputValidator
+
+
+@pytest.fixture
+def meta() -> ModelMetadata:
+    return ModelMetadata.model_validate({
+        "model_type": "tiny",
+        "version": "1",
+        "framework": "xgboost",
+        "artifact_format": "xgboost-ubj",
+        "sha256": "a" * 64,
+        "features": [
+            {"name": "mean radius", "type": "float", "min": 6.5, "max": 28.1},
+            {"name": "age", "type": "int"},
+            {"name": "smoker", "type": "bool"},
+            {"name": "z-score"},
+        ],
+        "classes": ["a", "b"],
+        "created_at": datetime(2025, 1, 1, tzinfo=UTC),
+    })
+
+
+@pytest.fixture
+def validator(meta: ModelMetadata) -> InputValidator:
+    return InputValidator(meta, max_rows=3)
+
+
+def row(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {"mean radius": 12.5, "age": 40, "smoker": False, "z-score": -0.25}
+    values.update(overrides)
+    return values
+
+
+def test_single_row_gives_one_row_in_feature_order(validator: InputValidator) -> None:
+    assert validator.validate(row()) == [[12.5, 40, False, -0.25]]
+
+
+def test_keys_in_another_order_still_give_metadata_order(validator: InputValidator) -> None:
+    shuffled = {"z-score": 3.0, "smoker": True, "age": 7, "mean radius": 9.0}
+
+    assert list(shuffled) != ["mean radius", "age", "smoker", "z-score"]
+    assert validator.validate(shuffled) == [[9.0, 7, True, 3.0]]
+
+
+def test_list_of_rows_gives_rows_in_order(validator: InputValidator) -> None:
+    rows = [row(), {"smoker": True, "z-score": 1.5, "mean radius": 20.0, "age": 1}]
+
+    assert validator.validate(rows) == [[12.5, 40, False, -0.25], [20.0, 1, True, 1.5]]
+
+
+def test_int_for_a_float_feature_is_accepted_and_becomes_a_float(
+    validator: InputValidator,
+) -> None:
+    rows = validator.validate(row(**{"mean radius": 12, "z-score": 0}))
+
+    assert rows == [[12.0, 40, False, 0.0]]
+    assert type(rows[0][0]) is float
+    assert type(rows[0][3]) is float
+    assert type(rows[0][1]) is int
+    assert type(rows[0][2]) is bool
+
+
+def test_exactly_max_rows_is_accepted(validator: InputValidator) -> None:
+    assert len(validator.validate([row()] * 3)) == 3
+
+
+def test_more_than_max_rows_is_refused(validator: InputValidator) -> None:
+    with pytest.raises(InvalidInput, match=r"too many rows: 4 > 3"):
+        validator.validate([row()] * 4)
+
+
+def test_empty_list_is_refused(validator: InputValidator) -> None:
+    with pytest.raises(InvalidInput, match="empty list"):
+        validator.validate([])
+
+
+@pytest.mark.parametrize("value", ["12.5", 12.5, None, True, ("a",)])
+def test_non_object_input_is_refused(validator: InputValidator, value: Any) -> None:
+    with pytest.raises(InvalidInput, match="input_data must be an object"):
+        validator.validate(value)
+
+
+@pytest.mark.parametrize("value", [[1.0, 2.0], ["x"], [None]])
+def test_list_of_non_objects_is_refused(validator: InputValidator, value: Any) -> None:
+    with pytest.raises(InvalidInput, match="row 0"):
+        validator.validate(value)
+
+
+def _single_error(validator: InputValidator, data: Any) -> InvalidInput:
+    with pytest.raises(InvalidInput) as info:
+        validator.validate(data)
+    return info.value
+
+
+def test_missing_feature_is_named(validator: InputValidator) -> None:
+    data = row()
+    del data["age"]
+
+    error = _single_error(validator, data)
+
+    assert error.message == "invalid input_data: age: missing"
+    assert error.details == [{"feature": "age", "problem": "missing"}]
+
+
+def test_unknown_feature_is_named(validator: InputValidator) -> None:
+    error = _single_error(validator, row(colour=1.0))
+
+    assert error.message == "invalid input_data: colour: unknown feature"
+    assert error.details == [{"feature": "colour", "problem": "unknown feature"}]
+
+
+def test_internal_field_name_is_not_accepted_as_a_feature(validator: InputValidator) -> None:
+    data = row()
+    del data["age"]
+    data["f1"] = 40
+
+    error = _single_error(validator, data)
+
+    assert {d["feature"] for d in error.details} == {"age", "f1"}
+
+
+@pytest.mark.parametrize(
+    ("feature", "value"),
+    [
+        ("mean radius", "12.5"),  # string in a float feature
+        ("mean radius", True),  # bool in a float feature
+        ("mean radius", None),
+        ("mean radius", [1.0]),
+        ("age", "40"),
+        ("age", 40.5),
+        ("age", True),  # bool in an int feature
+        ("smoker", 1),
+        ("smoker", "true"),
+    ],
+)
+def test_wrongly_typed_value_names_the_feature(
+    validator: InputValidator, feature: str, value: Any
+) -> None:
+    error = _single_error(validator, row(**{feature: value}))
+
+    assert error.message.startswith(f"invalid input_data: {feature}: ")
+    assert [d["feature"] for d in error.details] == [feature]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_float_is_refused_naming_the_feature(validator: InputValidator,
+                                                         value: float) -> None:
+    error = _single_error(validator, row(**{"z-score": value}))
+
+    assert error.message == "invalid input_data: z-score: Input should be a finite number"
+    assert error.details == [{"feature": "z-score", "problem": "Input should be a finite number"}]
+
+
+def test_errors_in_a_list_name_the_row_index(validator: InputValidator) -> None:
+    bad = row(**{"mean radius": math.nan})
+    del bad["age"]
+
+    error = _single_error(validator, [row(), row(), bad])
+
+    assert "row 2: mean radius: Input should be a finite number" in error.message
+    assert "row 2: age: missing" in error.message
+    assert "row 0" not in error.message
+    assert sorted(error.details, key=lambda d: d["feature"]) == [
+        {"feature": "age", "problem": "missing", "row": 2},
+        {"feature": "mean radius", "problem": "Input should be a finite number", "row": 2},
+    ]
+
+
+def test_errors_in_several_rows_each_name_their_row(validator: InputValidator) -> None:
+    error = _single_error(validator, [row(age="x"), row(), row(smoker=2)])
+
+    assert error.message.startswith("invalid input_data: row 0: age: ")
+    assert "; row 2: smoker: " in error.message
+    assert [(d["row"], d["feature"]) for d in error.details] == [(0, "age"), (2, "smoker")]
+
+
+def test_many_errors_are_summarised(meta: ModelMetadata) -> None:
+    validator = InputValidator(meta, max_rows=100)
+
+    error = _single_error(validator, [{"junk": 1}] * 2)
+
+    # per row: 4 missing features and one unknown one = 10 problems, 5 shown
+    assert len(error.details) == 10
+    assert error.message.endswith("(and 5 more)")
+
+
+def test_invalid_input_is_a_422(validator: InputValidator) -> None:
+    error = _single_error(validator, [])
+
+    assert int(error.status) == 422
+    assert error.to_dict()["type"] == "invalid_input"
+
+
+def test_json_schema_requires_every_feature_by_name(validator: InputValidator) -> None:
+    schema = validator.json_schema()
+
+    assert sorted(schema["required"]) == sorted(["mean radius", "age", "smoker", "z-score"])
+    assert list(schema["properties"]) == ["mean radius", "age", "smoker", "z-score"]
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["mean radius"]["type"] == "number"
+    assert schema["properties"]["age"]["type"] == "integer"
+    assert schema["properties"]["smoker"]["type"] == "boolean"
+    assert schema["properties"]["mean radius"]["description"] == (
+        "observed in training: 6.5 to 28.1"
+    )
+    assert "description" not in schema["properties"]["z-score"]

@@ -1,0 +1,120 @@
+"""Settings: API keys from comma lists, hashed on load; limits that must agree."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from common.settings import DEFAULT_SKOPS_TRUSTED_TYPES, Settings, hash_api_key
+
+
+def test_hash_api_key_is_sha256_hex() -> None:
+    # sha256("abc"), a published test vector
+    assert hash_api_key("abc") == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+
+
+def test_comma_separated_api_keys_are_split_stripped_and_hashed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SERVING_API_KEYS", " key-one, key-two ,,key-three ")
+
+    settings = Settings()
+
+    assert settings.api_key_sha256 == [
+        hash_api_key("key-one"),
+        hash_api_key("key-two"),
+        hash_api_key("key-three"),
+    ]
+    assert settings.api_keys == []
+
+
+def test_comma_separated_admin_keys_are_hashed_separately(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SERVING_API_KEYS", "user-key")
+    monkeypatch.setenv("SERVING_ADMIN_API_KEYS", "admin-1,admin-2")
+
+    settings = Settings()
+
+    assert settings.admin_api_key_sha256 == [hash_api_key("admin-1"), hash_api_key("admin-2")]
+    assert settings.admin_api_keys == []
+    assert settings.api_key_sha256 == [hash_api_key("user-key")]
+    assert hash_api_key("user-key") not in settings.admin_api_key_sha256
+
+
+def test_plain_keys_are_appended_to_configured_digests(monkeypatch: pytest.MonkeyPatch) -> None:
+    existing = hash_api_key("already-hashed")
+    monkeypatch.setenv("SERVING_API_KEY_SHA256", existing)
+    monkeypatch.setenv("SERVING_API_KEYS", "plain")
+
+    settings = Settings()
+
+    assert settings.api_key_sha256 == [existing, hash_api_key("plain")]
+
+
+def test_plain_keys_never_appear_in_a_settings_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVING_API_KEYS", "very-secret-user-key")
+    monkeypatch.setenv("SERVING_ADMIN_API_KEYS", "very-secret-admin-key")
+
+    dump = Settings().model_dump_json()
+
+    assert "very-secret-user-key" not in dump
+    assert "very-secret-admin-key" not in dump
+
+
+def test_no_keys_configured_gives_empty_digest_lists() -> None:
+    settings = Settings()
+
+    assert settings.api_key_sha256 == []
+    assert settings.admin_api_key_sha256 == []
+
+
+def test_skops_trusted_types_from_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVING_SKOPS_TRUSTED_TYPES", "a.B, c.D")
+
+    assert Settings().skops_trusted_types == ["a.B", "c.D"]
+    monkeypatch.delenv("SERVING_SKOPS_TRUSTED_TYPES")
+    assert Settings().skops_trusted_types == DEFAULT_SKOPS_TRUSTED_TYPES
+
+
+def test_soft_limit_equal_to_hard_limit_is_accepted() -> None:
+    settings = Settings(task_soft_time_limit_seconds=60, task_time_limit_seconds=60)
+
+    assert settings.task_soft_time_limit_seconds == settings.task_time_limit_seconds == 60
+
+
+def test_soft_limit_above_hard_limit_is_refused() -> None:
+    with pytest.raises(ValidationError, match="task_soft_time_limit_seconds must not exceed"):
+        Settings(task_soft_time_limit_seconds=61, task_time_limit_seconds=60)
+
+
+def test_soft_limit_above_hard_limit_from_environment_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SERVING_TASK_SOFT_TIME_LIMIT_SECONDS", "90")
+
+    with pytest.raises(ValidationError, match="task_soft_time_limit_seconds must not exceed"):
+        Settings()
+
+
+@pytest.mark.parametrize("visibility", [60, 59, 1])
+def test_visibility_timeout_not_above_hard_limit_is_refused(visibility: int) -> None:
+    with pytest.raises(ValidationError, match="broker_visibility_timeout_seconds must exceed"):
+        Settings(task_time_limit_seconds=60, task_soft_time_limit_seconds=50,
+                 broker_visibility_timeout_seconds=visibility)
+
+
+def test_visibility_timeout_just_above_hard_limit_is_accepted() -> None:
+    settings = Settings(task_time_limit_seconds=60, broker_visibility_timeout_seconds=61)
+
+    assert settings.broker_visibility_timeout_seconds == 61
+
+
+def test_effective_urls_fall_back_to_redis_url() -> None:
+    settings = Settings(redis_url="redis://example:1/2", cache_url="redis://cache:3/4")
+
+    assert settings.effective_broker_url == "redis://example:1/2"
+    assert settings.effective_result_backend_url == "redis://example:1/2"
+    assert settings.effective_cache_url == "redis://cache:3/4"
