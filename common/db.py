@@ -7,7 +7,7 @@ import queue
 import threading
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, select
+from sqlalchemy import Engine, create_engine, event, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -37,9 +37,15 @@ def create_log_engine(url: str) -> Engine:
     return engine
 
 
+_DDL_LOCK_KEY = 0x5E2F1A6  # any constant, shared by every process of the project
+
+
 def create_tables(engine: Engine) -> None:
-    # IF NOT EXISTS: several processes may start at once against one database.
+    # Several processes may start at once against one database. IF NOT EXISTS is enough
+    # for SQLite; PostgreSQL can still race in its catalog, so serialize on a lock there.
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
         for table in Base.metadata.sorted_tables:
             conn.execute(CreateTable(table, if_not_exists=True))
             for index in table.indexes:

@@ -24,7 +24,7 @@ class PredictionLog(Base):
     version: Mapped[str] = mapped_column(String(64))
     n_rows: Mapped[int] = mapped_column(Integer)
     input: Mapped[Any] = mapped_column(JSON)
-    output: Mapped[Any] = mapped_column(JSON, nullable=True)
+    output: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     latency_ms: Mapped[float] = mapped_column(Float)
     cached: Mapped[bool] = mapped_column(default=False)
     status: Mapped[str] = mapped_column(String(16))  # "ok" or "error"
