@@ -52,18 +52,12 @@ def build_services(settings: Settings) -> tuple[Services, ResultListener]:
     repo = PredictionLogRepo(engine)
     writer = BackgroundLogWriter(repo)
     producer = create_producer(settings)
-    plane_ref: list[DataPlane] = []
-    listener = ResultListener(
-        results,
-        {
-            registry_channel(settings.cache_prefix): lambda: plane_ref[0].catalog.invalidate(),
-        },
-    )
+    listener = ResultListener(results)
     dispatcher = CeleryDispatcher(
         producer, listener, settings.task_queue, settings.predict_timeout_seconds
     )
     plane = DataPlane(settings, registry, cache, dispatcher, writer)
-    plane_ref.append(plane)
+    listener.on_message(registry_channel(settings.cache_prefix), plane.catalog.invalidate)
     return Services(settings, plane, cache, producer, repo, writer), listener
 
 

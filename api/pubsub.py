@@ -24,16 +24,18 @@ log = logging.getLogger(__name__)
 
 
 class ResultListener:
-    def __init__(
-        self, client: aioredis.Redis, extra_channels: dict[str, Callable[[], None]]
-    ) -> None:
+    def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.prefix = uuid.uuid4().hex[:12] + "-"
-        self.extra_channels = extra_channels
+        self.extra_channels: dict[str, Callable[[], None]] = {}
         self._pattern = f"{RESULT_KEY_PREFIX}{self.prefix}*"
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+
+    def on_message(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call `callback` on every message on `channel` (subscribed when started)."""
+        self.extra_channels[channel] = callback
 
     def new_task_id(self) -> str:
         return self.prefix + uuid.uuid4().hex

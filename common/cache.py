@@ -39,11 +39,13 @@ def models_epoch_key(prefix: str) -> str:
 
 
 def notify_registry_changed(settings: Settings) -> None:
-    """Tell running API processes to reread the registry now; best effort."""
+    """Tell running API processes to reread the registry now; best effort.
+
+    Sent on the result backend's Redis, where each API process already subscribes."""
     import redis
 
     client = redis.Redis.from_url(
-        settings.effective_cache_url, socket_timeout=2, socket_connect_timeout=2
+        settings.effective_result_backend_url, socket_timeout=2, socket_connect_timeout=2
     )
     try:
         client.publish(registry_channel(settings.cache_prefix), b"changed")

@@ -18,7 +18,12 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from common.cache import models_epoch_key, prediction_key, prediction_pattern, registry_channel
+from common.cache import (
+    models_epoch_key,
+    notify_registry_changed,
+    prediction_key,
+    prediction_pattern,
+)
 from common.catalog import CatalogCache
 from common.db import BackgroundLogWriter
 from common.errors import BackendUnavailable, InvalidInput, ModelNotFound
@@ -167,13 +172,14 @@ class DataPlane:
                     batch.clear()
             if batch:
                 purged += await self.cache.unlink(*batch)
-            await self.cache.publish(registry_channel(prefix), b"changed")
+
         except RedisError as exc:
             raise BackendUnavailable(
                 f"artifacts deleted, but Redis failed while purging the cache: {exc}"
             ) from None
         finally:
             self.catalog.invalidate()
+        await asyncio.to_thread(notify_registry_changed, self.settings)
         return {
             "deleted": [{"model_type": m.model_type, "version": m.version} for m in deleted],
             "purged_cache_entries": purged,
