@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except ServingError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    except (OSError, ValueError) as exc:  # unreadable file, invalid JSON
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
