@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 import uvicorn
 
+from common.observability import configure_logging, prepare_metrics_dir
 from common.settings import get_settings
 
 
@@ -17,11 +17,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
-    )
+    # Before anything imports prometheus_client; uvicorn's worker processes inherit it.
+    prepare_metrics_dir(settings.metrics_dir)
+    configure_logging("api", settings.log_level, settings.log_format)
     # uvicorn's own access log prints query strings (and so `api_key`): ours does not.
+    # log_config=None: each process keeps the logging that app_factory configures.
     uvicorn.run(
         "api.main:app_factory",
         factory=True,
@@ -29,6 +29,7 @@ def main() -> None:
         port=args.port,
         workers=args.workers,
         access_log=False,
+        log_config=None,
         log_level=settings.log_level.lower(),
     )
 

@@ -25,6 +25,7 @@ class Services:
     settings: Settings
     plane: DataPlane
     cache: aioredis.Redis
+    broker: aioredis.Redis
     producer: Celery
     log_repo: PredictionLogRepo
     log_writer: BackgroundLogWriter

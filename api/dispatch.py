@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from celery import Celery
@@ -46,6 +47,7 @@ class CeleryDispatcher:
                 args=args,
                 task_id=task_id,
                 queue=self.queue,
+                headers={"sent_at": time.time()},  # for the queue-age metric
             )
         except OperationalError as exc:
             self.listener.forget(task_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,22 +12,22 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import Services
 from api.dispatch import CeleryDispatcher, create_producer
+from api.middleware import Observability
 from api.pubsub import ResultListener
-from api.routes import health, logs, models, predictions
+from api.routes import health, logs, metrics, models, predictions
 from common.cache import registry_channel
 from common.dataplane import DataPlane
 from common.db import BackgroundLogWriter, PredictionLogRepo, create_log_engine, create_tables
 from common.errors import ServingError
+from common.observability import configure_logging
 from common.registry import Registry
 from common.settings import Settings, get_settings
 from common.store import create_store
 
 log = logging.getLogger("api")
-access_log = logging.getLogger("api.access")
 
 DESCRIPTION = """Predictions from scikit-learn and XGBoost models, served through a queue.
 
@@ -46,6 +45,9 @@ def build_services(settings: Settings) -> tuple[Services, ResultListener]:
     results = aioredis.Redis.from_url(
         settings.effective_result_backend_url, socket_connect_timeout=2, health_check_interval=30
     )
+    broker = aioredis.Redis.from_url(
+        settings.effective_broker_url, socket_timeout=5, socket_connect_timeout=2
+    )
     registry = Registry(create_store(settings))
     engine = create_log_engine(settings.database_url)
     create_tables(engine)
@@ -58,7 +60,7 @@ def build_services(settings: Settings) -> tuple[Services, ResultListener]:
     )
     plane = DataPlane(settings, registry, cache, dispatcher, writer)
     listener.on_message(registry_channel(settings.cache_prefix), plane.catalog.invalidate)
-    return Services(settings, plane, cache, producer, repo, writer), listener
+    return Services(settings, plane, cache, broker, producer, repo, writer), listener
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await listener.stop()
             services.log_writer.close()
             await services.cache.aclose()
+            await services.broker.aclose()
             await listener.client.aclose()
 
     app = FastAPI(
@@ -87,10 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
         redoc_url="/redoc",
     )
-    for module in (health, predictions, models, logs):
+    for module in (health, predictions, models, logs, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
-    app.add_middleware(AccessLog)
+    app.add_middleware(Observability)
     return app
 
 
@@ -124,37 +127,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal_error", "internal error; see the server log")
 
 
-class AccessLog:
-    """Access log without query strings, so an `api_key` parameter never reaches a log."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %d %.1fms",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                )
-
-
 def app_factory() -> FastAPI:
-    return create_app()
+    """For `python -m api`: runs in each uvicorn worker process."""
+    settings = get_settings()
+    configure_logging("api", settings.log_level, settings.log_format)
+    return create_app(settings)

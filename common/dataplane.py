@@ -18,6 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from common import metrics
 from common.cache import (
     models_epoch_key,
     notify_registry_changed,
@@ -26,7 +27,8 @@ from common.cache import (
 )
 from common.catalog import CatalogCache
 from common.db import BackgroundLogWriter
-from common.errors import BackendUnavailable, InvalidInput, ModelNotFound
+from common.errors import BackendUnavailable, InvalidInput, ModelNotFound, ServingError
+from common.observability import request_id_var
 from common.registry import ModelMetadata, Registry, artifact_deleted_error, check_name
 from common.settings import Settings
 
@@ -105,16 +107,24 @@ class DataPlane:
             raise InvalidInput(f"unknown fields in the body: {extra}")
         meta = await self.resolve(model_type, version)
         rows = self.catalog.validator(meta).validate(payload["input_data"])
-        request_id = uuid.uuid4().hex
+        request_id = request_id_var.get() or uuid.uuid4().hex
+        labels = (meta.model_type, meta.version)
         key = prediction_key(self.settings.cache_prefix, meta, rows)
         cached = await self._cache_get(key)
+        metrics.CACHE_LOOKUPS.labels(*labels, "miss" if cached is None else "hit").inc()
         if cached is not None:
             result = orjson.loads(cached)
             self._log_hit(request_id, meta, rows, result, received_at)
-            return Outcome(request_id, meta, result, cached=True)
-        result = await self.dispatcher.predict(request_id, meta, rows, received_at)
-        await self._cache_set(key, orjson.dumps(result))
-        return Outcome(request_id, meta, result, cached=False)
+        else:
+            try:
+                result = await self.dispatcher.predict(request_id, meta, rows, received_at)
+            except ServingError as exc:
+                metrics.PREDICTIONS.labels(*labels, exc.type).inc()
+                raise
+            await self._cache_set(key, orjson.dumps(result))
+        metrics.PREDICTIONS.labels(*labels, "ok").inc()
+        metrics.PREDICTION_ROWS.labels(*labels).inc(len(rows))
+        return Outcome(request_id, meta, result, cached=cached is not None)
 
     async def _cache_get(self, key: str) -> bytes | None:
         try:

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     )
 
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # Prometheus: several processes per service share a directory of metric files
+    # (a fresh temporary one when unset). The worker's main process serves /metrics.
+    metrics_dir: Path | None = None
+    worker_metrics_port: int = Field(9808, ge=0, le=65535)  # 0: no metrics server
 
     @field_validator(
         "api_keys",

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from celery import Celery
-
-from common.settings import Settings, get_settings
-from worker.celery_app import create_celery
-from worker.tasks import WorkerRuntime, register_tasks
-
-
-def build_worker_app(settings: Settings) -> Celery:
-    app = create_celery(settings)
-    register_tasks(app, WorkerRuntime(settings))
-    return app
+from common.observability import configure_logging, prepare_metrics_dir
+from common.settings import get_settings
 
 
 def main(argv: list[str]) -> None:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-    )
-    app = build_worker_app(settings)
+    # Before the task modules import prometheus_client; prefork children inherit it.
+    prepare_metrics_dir(settings.metrics_dir)
+    configure_logging("worker", settings.log_level, settings.log_format)
+    from worker.celery_app import create_worker_app
+
+    app = create_worker_app(settings)
     app.worker_main(["worker", "--loglevel", settings.log_level, "-Q", settings.task_queue, *argv])
 
 

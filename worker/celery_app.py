@@ -1,14 +1,54 @@
-"""The one Celery app of the worker, configured from settings."""
+"""The one Celery app of the worker, configured from settings, with its tasks and signals."""
 
 from __future__ import annotations
 
+import logging
+import os
+from typing import Any
+
 from celery import Celery
+from celery.signals import worker_process_shutdown, worker_ready
 
 from common.celery_config import celery_config
 from common.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def create_celery(settings: Settings) -> Celery:
     app = Celery("serving", backend=settings.effective_result_backend_url, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
+
+
+def create_worker_app(settings: Settings) -> Celery:
+    from worker.tasks import WorkerRuntime, register_tasks
+
+    app = create_celery(settings)
+    register_tasks(app, WorkerRuntime(settings))
+    _serve_metrics_when_ready(settings.worker_metrics_port)
+    return app
+
+
+def _serve_metrics_when_ready(port: int) -> None:
+    """The main process serves /metrics for all pool processes (multiprocess mode).
+
+    Started once the pool has forked, so the children do not inherit the socket."""
+    if not port:
+        return
+
+    @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
+    def start_server(**_: Any) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        start_http_server(port, registry=registry)
+        log.info("metrics on http://0.0.0.0:%d/metrics", port)
+
+    @worker_process_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
+    def forget_process(**_: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from common import metrics
 from common.errors import ModelUnavailable
 from common.registry import Registry
 from common.runtimes import LoadedModel, load_model
@@ -52,10 +53,12 @@ class ModelCache:
         self._models[key] = model
         while len(self._models) > self.capacity:
             self._models.popitem(last=False)
+        metrics.MODELS_LOADED.set(len(self._models))
         return model
 
     def clear(self) -> None:
         self._models.clear()
+        metrics.MODELS_LOADED.set(0)
 
     def _load(self, model_type: str, version: str, sha256: str) -> LoadedModel:
         meta = self.registry.metadata(model_type, version)
@@ -66,9 +69,10 @@ class ModelCache:
             )
         started = time.perf_counter()
         model = load_model(meta, self.registry.read_artifact(meta), self.settings)
-        log.info(
-            "loaded %s v%s in %.1f ms", model_type, version, (time.perf_counter() - started) * 1000
-        )
+        seconds = time.perf_counter() - started
+        metrics.MODEL_LOADS.labels(model_type, version).inc()
+        metrics.MODEL_LOAD_DURATION.labels(model_type, version).observe(seconds)
+        log.info("loaded %s v%s in %.1f ms", model_type, version, seconds * 1000)
         return model
 
     def _drop_if_epoch_changed(self) -> None:
@@ -86,5 +90,5 @@ class ModelCache:
         if epoch != self._epoch:
             if self._models:
                 log.info("models epoch changed; dropping %d loaded models", len(self._models))
-            self._models.clear()
+            self.clear()
             self._epoch = epoch

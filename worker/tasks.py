@@ -13,9 +13,11 @@ from typing import Any
 import redis
 from celery import Celery
 
+from common import metrics
 from common.cache import models_epoch_key
 from common.db import PredictionLogRepo, create_log_engine, create_tables
 from common.errors import ServingError
+from common.observability import request_id_var
 from common.protocol import PREDICT_TASK
 from common.registry import Registry
 from common.settings import Settings
@@ -73,6 +75,9 @@ class WorkerRuntime:
         received_at: float,
     ) -> dict[str, Any]:
         state = self.state()
+        started = time.perf_counter()
+        labels = (model_type, version)
+        metrics.TASK_QUEUE_WAIT.labels(*labels).observe(max(0.0, time.time() - received_at))
         entry: dict[str, Any] = {
             "request_id": request_id,
             "model_type": model_type,
@@ -83,13 +88,21 @@ class WorkerRuntime:
         }
         try:
             model = state.models.get(model_type, version, sha256)
+            inference_started = time.perf_counter()
             result = model.predict(rows)
+            metrics.INFERENCE_DURATION.labels(*labels).observe(
+                time.perf_counter() - inference_started
+            )
         except ServingError as exc:
             state.log_repo.record([self._finish(entry, received_at, rows, None, exc)])
+            metrics.TASK_FAILURES.labels(*labels, exc.type).inc()
+            metrics.TASKS.labels(*labels, "error").inc()
             raise
         names = model.meta.feature_names
         inputs = [dict(zip(names, row, strict=True)) for row in rows]
         state.log_repo.record([self._finish(entry, received_at, inputs, result, None)])
+        metrics.TASKS.labels(*labels, "ok").inc()
+        metrics.TASK_DURATION.labels(*labels).observe(time.perf_counter() - started)
         return result
 
     @staticmethod
@@ -120,4 +133,8 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         rows: list[list[Any]],
         received_at: float,
     ) -> dict[str, Any]:
-        return runtime.predict(request_id, model_type, version, sha256, rows, received_at)
+        token = request_id_var.set(request_id)  # every log line of the task carries it
+        try:
+            return runtime.predict(request_id, model_type, version, sha256, rows, received_at)
+        finally:
+            request_id_var.reset(token)

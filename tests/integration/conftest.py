@@ -30,13 +30,13 @@ def make_stack(
     """Each stack gets its own Redis database, bucket, queue, cache prefix and log file."""
     stacks: list[Stack] = []
 
-    def build(name: str, workers: int = 1, **overrides: object) -> Stack:
+    def build(name: str, workers: int = 1, api_processes: int = 1, **overrides: object) -> Stack:
         tmp = Path(tmp_path_factory.mktemp(name))
         fields = stack_fields(name, redis_url, s3_endpoint, tmp, next(_db_index)) | overrides
         stack = Stack(name, fields, tmp)
         stack.publish_demo(demo_models)
         stacks.append(stack)
-        return stack.start(workers)
+        return stack.start(workers, api_processes)
 
     yield build
     for stack in stacks:

@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from common.registry import Registry
 from common.settings import Settings
@@ -46,6 +47,7 @@ def stack_fields(
         "max_rows_per_request": 1000,
         "registry_cache_seconds": 60,
         "log_level": "INFO",
+        "worker_metrics_port": free_port(),
     }
 
 
@@ -116,12 +118,20 @@ class Stack:
         self.processes.append(proc.start())
         return proc
 
-    def start(self, workers: int = 1) -> Stack:
+    def start(self, workers: int = 1, api_processes: int = 1) -> Stack:
         for i in range(workers):
             self.start_worker(f"worker{i}-{self.name}")
         api = ManagedProcess(
             "api",
-            [sys.executable, "-m", "api", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "api",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(api_processes),
+            ],
             self.tmp / "api.log",
             env=self.env,
             cwd=ROOT,
@@ -156,3 +166,22 @@ class Stack:
     def stop(self) -> None:
         for proc in reversed(self.processes):
             proc.stop()
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Sample name with sorted labels -> value, e.g. 'serving_tasks_total{status=ok}'."""
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def total(samples: dict[str, float], name: str, **labels: str) -> float:
+    wanted = [f"{k}={v}" for k, v in labels.items()]
+    return sum(
+        value
+        for key, value in samples.items()
+        if key.startswith(name + "{") and all(w in key for w in wanted)
+    )

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from api.examples import EXAMPLE_ROW
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, scrape, total
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +31,9 @@ def test_deadline_gives_504_and_the_task_survives(make_stack: Callable[..., Stac
         assert error["details"]["task_id"] in error["message"]
         assert 1.4 < waited < 5
         request_id = error["details"]["request_id"]
+        queue = scrape(stack.url + "/metrics")
+        assert total(queue, "serving_queue_depth") == 1
+        assert 1.4 < total(queue, "serving_queue_oldest_task_age_seconds") < 30
         stack.start_worker("worker-again")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -1,0 +1,93 @@
+"""Prometheus metric definitions, shared by the API and the worker.
+
+Both run several processes (uvicorn workers, Celery prefork children), so metrics use
+prometheus-client's multiprocess mode: each launcher points PROMETHEUS_MULTIPROC_DIR at
+a fresh directory before this module is imported (`common.observability`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+MODEL = ("model_type", "version")
+
+# API
+HTTP_REQUESTS = Counter(
+    "serving_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "serving_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge(
+    "serving_http_requests_in_flight",
+    "HTTP requests being served",
+    multiprocess_mode="livesum",
+)
+PREDICTIONS = Counter(
+    "serving_predictions_total",
+    "Prediction requests answered by the API",
+    [*MODEL, "status"],
+)
+PREDICTION_ROWS = Counter("serving_prediction_rows_total", "Rows predicted for API requests", MODEL)
+CACHE_LOOKUPS = Counter(
+    "serving_cache_lookups_total", "Prediction cache lookups", [*MODEL, "result"]
+)
+# Queue depth and age are read from the broker when /metrics is scraped:
+QUEUE_DEPTH = "serving_queue_depth"
+QUEUE_OLDEST_AGE = "serving_queue_oldest_task_age_seconds"
+
+# Worker
+TASKS = Counter("serving_tasks_total", "Prediction tasks run by workers", [*MODEL, "status"])
+TASK_DURATION = Histogram(
+    "serving_task_duration_seconds",
+    "Task run time in the worker",
+    MODEL,
+    buckets=LATENCY_BUCKETS,
+)
+TASK_QUEUE_WAIT = Histogram(
+    "serving_task_queue_wait_seconds",
+    "Time from the API's send to the task's start",
+    MODEL,
+    buckets=LATENCY_BUCKETS,
+)
+INFERENCE_DURATION = Histogram(
+    "serving_inference_duration_seconds",
+    "Time inside the model's predict",
+    MODEL,
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_LOADS = Counter("serving_model_loads_total", "Models loaded by worker processes", MODEL)
+MODEL_LOAD_DURATION = Histogram(
+    "serving_model_load_duration_seconds",
+    "Time to fetch, verify and load a model",
+    MODEL,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+MODELS_LOADED = Gauge(
+    "serving_models_loaded",
+    "Models held in worker processes' caches",
+    multiprocess_mode="livesum",
+)
+TASK_FAILURES = Counter(
+    "serving_task_failures_total", "Failed prediction tasks", [*MODEL, "error_type"]
+)

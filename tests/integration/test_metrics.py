@@ -1,0 +1,78 @@
+"""Prometheus counters are exact across 2 API processes and 2 worker pool processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from api.examples import EXAMPLE_ROW
+from tests.integration.stack import READER_KEY, Stack, scrape, total
+
+pytestmark = pytest.mark.integration
+
+MISSES, HITS = 30, 10
+
+
+async def send(url: str, bodies: list[dict[str, object]]) -> list[int]:
+    async def one(body: dict[str, object]) -> int:
+        # A connection each, so the kernel spreads them over both API processes.
+        async with httpx.AsyncClient(
+            base_url=url, headers={"X-API-Key": READER_KEY}, timeout=60
+        ) as client:
+            return (await client.post("/predict/xgboost/1", json=body)).status_code
+
+    return list(await asyncio.gather(*(one(body) for body in bodies)))
+
+
+def test_counters_are_exact_across_processes(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack("metrics", api_processes=2)
+    misses = [{"input_data": EXAMPLE_ROW | {"mean area": 900.0 + i}} for i in range(MISSES)]
+    assert asyncio.run(send(stack.url, misses)) == [200] * MISSES
+    hits = [misses[i % 3] for i in range(HITS)]
+    assert asyncio.run(send(stack.url, hits)) == [200] * HITS
+
+    api = scrape(stack.url + "/metrics")
+    worker = scrape(f"http://127.0.0.1:{stack.fields['worker_metrics_port']}/metrics")
+    assert total(api, "serving_predictions_total", status="ok") == MISSES + HITS
+    assert total(api, "serving_cache_lookups_total", result="miss") == MISSES
+    assert total(api, "serving_cache_lookups_total", result="hit") == HITS
+    assert total(api, "serving_prediction_rows_total") == MISSES + HITS
+    assert (
+        total(
+            api,
+            "serving_http_requests_total",
+            route="/predict/{model_type}/{version}",
+            status="200",
+        )
+        == MISSES + HITS
+    )
+    assert (
+        total(
+            api,
+            "serving_http_request_duration_seconds_count",
+            route="/predict/{model_type}/{version}",
+        )
+        == MISSES + HITS
+    )
+    assert total(worker, "serving_tasks_total", status="ok") == MISSES
+    assert total(worker, "serving_inference_duration_seconds_count") == MISSES
+    assert total(worker, "serving_task_queue_wait_seconds_count") == MISSES
+    assert 1 <= total(worker, "serving_models_loaded") <= 2  # one per pool process that served
+
+    # The counts above add up over processes: both API processes and both pool
+    # processes did serve.
+    lines = (stack.tmp / "api.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    api_pids = {
+        e["pid"]
+        for e in entries
+        if e.get("logger") == "api.access" and e["message"].startswith("POST")
+    }
+    assert len(api_pids) == 2
+    with stack.client() as client:
+        logs = client.get("/logs", params={"n_limit": 100}).json()
+    assert len({entry["worker"] for entry in logs if not entry["cached"]}) == 2
