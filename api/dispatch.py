@@ -48,6 +48,9 @@ class CeleryDispatcher:
                 task_id=task_id,
                 queue=self.queue,
                 headers={"sent_at": time.time()},  # for the queue-age metric
+                # Logs and Flower show this instead of the input rows.
+                argsrepr=f"({request_id!r}, {meta.model_type!r}, {meta.version!r}, "
+                f"<{len(rows)} rows>)",
             )
         except OperationalError as exc:
             self.listener.forget(task_id)

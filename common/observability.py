@@ -64,6 +64,9 @@ def configure_logging(service: str, level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Celery's per-task success line carries the task's return value (predictions);
+    # our own log lines and the prediction log record each task instead.
+    logging.getLogger("celery.app.trace").setLevel(max(root.level, logging.WARNING))
 
 
 def prepare_metrics_dir(configured: Path | None) -> Path:

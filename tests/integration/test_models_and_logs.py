@@ -56,7 +56,7 @@ def test_model_detail_has_metadata_and_input_schema(stack: Stack) -> None:
 
 
 def test_logs_are_newest_first_and_limited(stack: Stack) -> None:
-    rows = [EXAMPLE_ROW | {"mean texture": 10.0 + i / 1000} for i in range(3)]
+    rows = [EXAMPLE_ROW | {"mean texture": 10.0 + i / 1000} for i in range(11)]
     with stack.client() as client:
         ids = [
             client.post("/predict/xgboost/1", json={"input_data": r}).json()["request_id"]
@@ -64,11 +64,11 @@ def test_logs_are_newest_first_and_limited(stack: Stack) -> None:
         ]
         logs = client.get("/logs", params={"n_limit": 3}).json()
         default = client.get("/logs").json()
-    assert [entry["request_id"] for entry in logs] == ids[::-1]
-    assert len(default) == 10
+    assert [entry["request_id"] for entry in logs] == ids[-3:][::-1]
+    assert [entry["request_id"] for entry in default] == ids[-10:][::-1]
     entry = logs[0]
     assert entry["status"] == "ok" and entry["error"] is None and entry["n_rows"] == 1
-    assert entry["input"] == [rows[2]]
+    assert entry["input"] == [rows[-1]]
     assert entry["output"]["labels"][0] in {"malignant", "benign"}
     assert entry["latency_ms"] > 0 and entry["worker"]
     assert datetime.fromisoformat(entry["created_at"]).tzinfo is not None
@@ -99,3 +99,18 @@ def test_api_keys_never_reach_a_log(stack: Stack) -> None:
     for key in (READER_KEY, ADMIN_KEY):
         assert key not in text  # ... without the key
         assert key not in logs
+
+
+def test_input_rows_stay_out_of_the_service_logs(stack: Stack) -> None:
+    marker = 12.3456789012345  # a value no other test sends
+    with stack.client() as client:
+        response = client.post(
+            "/predict/xgboost/1", json={"input_data": EXAMPLE_ROW | {"mean radius": marker}}
+        )
+        logged = client.get("/logs", params={"n_limit": 5}).json()
+    assert response.status_code == 200
+    request_id = response.json()["request_id"]
+    assert any(entry["input"][0]["mean radius"] == marker for entry in logged)  # in the log DB
+    text = stack.logs_text()
+    assert request_id in text  # the worker's and the API's lines name the request ...
+    assert str(marker) not in text  # ... but not its data
