@@ -10,6 +10,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from api.pubsub import ResultListener
+from common.batching import Request
 from common.celery_config import celery_config
 from common.errors import BackendUnavailable, PredictionTimeout
 from common.protocol import PREDICT_TASK
@@ -33,24 +34,23 @@ class CeleryDispatcher:
         self.queue = queue
         self.timeout = timeout
 
-    async def predict(
-        self, request_id: str, meta: ModelMetadata, rows: list[list[Any]], received_at: float
-    ) -> dict[str, Any]:
+    async def predict_batch(self, meta: ModelMetadata, requests: list[Request]) -> dict[str, Any]:
         task_id = self.listener.new_task_id()
         future = self.listener.expect(task_id)
-        args = [request_id, meta.model_type, meta.version, meta.sha256, rows, received_at]
+        rows = [row for request in requests for row in request.rows]
+        segments = [[r.request_id, len(r.rows), r.received_at] for r in requests]
         try:
             # Publishing is a short blocking call in kombu; a thread keeps the loop free.
             await asyncio.to_thread(
                 self.producer.send_task,
                 PREDICT_TASK,
-                args=args,
+                args=[meta.model_type, meta.version, meta.sha256, rows, segments],
                 task_id=task_id,
                 queue=self.queue,
                 headers={"sent_at": time.time()},  # for the queue-age metric
                 # Logs and Flower show this instead of the input rows.
-                argsrepr=f"({request_id!r}, {meta.model_type!r}, {meta.version!r}, "
-                f"<{len(rows)} rows>)",
+                argsrepr=f"({meta.model_type!r}, {meta.version!r}, <{len(rows)} rows of "
+                f"{len(requests)} requests>)",
             )
         except OperationalError as exc:
             self.listener.forget(task_id)
@@ -59,7 +59,6 @@ class CeleryDispatcher:
             return await self.listener.wait(task_id, future, self.timeout)
         except TimeoutError:
             raise PredictionTimeout(
-                f"no result within {self.timeout:g} s; the task {task_id} may still finish "
-                f"and log request {request_id}",
-                {"task_id": task_id, "request_id": request_id},
+                f"no result within {self.timeout:g} s; the task {task_id} may still finish",
+                {"task_id": task_id},
             ) from None

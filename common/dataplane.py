@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from common import metrics
+from common.batching import MicroBatcher, Request
 from common.cache import (
     models_epoch_key,
     notify_registry_changed,
@@ -34,8 +35,10 @@ from common.settings import Settings
 
 
 class Dispatcher(Protocol):
-    async def predict(
-        self, request_id: str, meta: ModelMetadata, rows: list[list[Any]], received_at: float
+    """Runs one batch of requests for one model version; returns the rows' results."""
+
+    async def predict_batch(
+        self, meta: ModelMetadata, requests: list[Request]
     ) -> dict[str, Any]: ...
 
 
@@ -82,7 +85,12 @@ class DataPlane:
             registry, settings.registry_cache_seconds, settings.max_rows_per_request
         )
         self.cache = cache
-        self.dispatcher = dispatcher
+        self.batcher = MicroBatcher(
+            dispatcher.predict_batch,
+            max_rows=settings.batch_max_rows,
+            max_wait=settings.batch_max_wait_ms / 1000,
+            max_in_flight=settings.batch_max_in_flight,
+        )
         self.log_writer = log_writer
 
     async def resolve(self, model_type: str | None, version: str | None) -> ModelMetadata:
@@ -117,7 +125,7 @@ class DataPlane:
             self._log_hit(request_id, meta, rows, result, received_at)
         else:
             try:
-                result = await self.dispatcher.predict(request_id, meta, rows, received_at)
+                result = await self.batcher.predict(meta, request_id, rows, received_at)
             except ServingError as exc:
                 metrics.PREDICTIONS.labels(*labels, exc.type).inc()
                 raise

@@ -49,6 +49,12 @@ PREDICTIONS = Counter(
     [*MODEL, "status"],
 )
 PREDICTION_ROWS = Counter("serving_prediction_rows_total", "Rows predicted for API requests", MODEL)
+BATCH_SIZE = Histogram(
+    "serving_batch_size_requests",
+    "Requests sent to the workers together in one task",
+    MODEL,
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
 CACHE_LOOKUPS = Counter(
     "serving_cache_lookups_total", "Prediction cache lookups", [*MODEL, "result"]
 )

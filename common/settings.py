@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     max_rows_per_request: int = Field(10_000, gt=0)
     registry_cache_seconds: float = Field(2.0, ge=0)
 
+    # Micro-batching: while `batch_max_in_flight` tasks of a model version are out from
+    # one API process, its requests gather (at most `batch_max_wait_ms`, at most
+    # `batch_max_rows` rows) and go to a worker as one task. An idle API never waits.
+    batch_max_rows: int = Field(512, gt=0)
+    batch_max_wait_ms: float = Field(5.0, ge=0)
+    batch_max_in_flight: int = Field(2, gt=0)
+
     task_queue: str = "predictions"
     task_soft_time_limit_seconds: float = Field(50.0, gt=0)
     task_time_limit_seconds: float = Field(60.0, gt=0)

@@ -67,25 +67,20 @@ class WorkerRuntime:
 
     def predict(
         self,
-        request_id: str,
         model_type: str,
         version: str,
         sha256: str,
         rows: list[list[Any]],
-        received_at: float,
+        segments: list[list[Any]],
     ) -> dict[str, Any]:
+        """Predict a batch; `segments` are the requests it holds: [request_id, n_rows,
+        received_at], in order. Each request gets its own log row."""
         state = self.state()
         started = time.perf_counter()
         labels = (model_type, version)
-        metrics.TASK_QUEUE_WAIT.labels(*labels).observe(max(0.0, time.time() - received_at))
-        entry: dict[str, Any] = {
-            "request_id": request_id,
-            "model_type": model_type,
-            "version": version,
-            "n_rows": len(rows),
-            "cached": False,
-            "worker": f"{socket.gethostname()}:{os.getpid()}",
-        }
+        now = time.time()
+        for _, _, received_at in segments:
+            metrics.TASK_QUEUE_WAIT.labels(*labels).observe(max(0.0, now - received_at))
         try:
             model = state.models.get(model_type, version, sha256)
             inference_started = time.perf_counter()
@@ -94,47 +89,70 @@ class WorkerRuntime:
                 time.perf_counter() - inference_started
             )
         except ServingError as exc:
-            state.log_repo.record([self._finish(entry, received_at, rows, None, exc)])
+            state.log_repo.record(self._entries(labels, rows, segments, None, None, exc))
             metrics.TASK_FAILURES.labels(*labels, exc.type).inc()
             metrics.TASKS.labels(*labels, "error").inc()
             raise
-        names = model.meta.feature_names
-        inputs = [dict(zip(names, row, strict=True)) for row in rows]
-        state.log_repo.record([self._finish(entry, received_at, inputs, result, None)])
+        entries = self._entries(labels, rows, segments, model.meta.feature_names, result, None)
+        state.log_repo.record(entries)
         metrics.TASKS.labels(*labels, "ok").inc()
         metrics.TASK_DURATION.labels(*labels).observe(time.perf_counter() - started)
         return result
 
     @staticmethod
-    def _finish(
-        entry: dict[str, Any],
-        received_at: float,
-        inputs: Any,
-        output: Any,
+    def _entries(
+        labels: tuple[str, str],
+        rows: list[list[Any]],
+        segments: list[list[Any]],
+        names: list[str] | None,
+        result: dict[str, Any] | None,
         error: ServingError | None,
-    ) -> dict[str, Any]:
-        return entry | {
-            "created_at": datetime.now(UTC),
-            "input": inputs,
-            "output": output,
-            "latency_ms": max(0.0, (time.time() - received_at) * 1000),
-            "status": "ok" if error is None else "error",
-            "error": None if error is None else f"{error.type}: {error.message}",
-        }
+    ) -> list[dict[str, Any]]:
+        """One log row per request of the batch, with its own slice of inputs and outputs."""
+        finished, worker = time.time(), f"{socket.gethostname()}:{os.getpid()}"
+        entries, start = [], 0
+        for request_id, n_rows, received_at in segments:
+            end = start + n_rows
+            inputs = rows[start:end]
+            entries.append(
+                {
+                    "request_id": request_id,
+                    "created_at": datetime.now(UTC),
+                    "model_type": labels[0],
+                    "version": labels[1],
+                    "n_rows": n_rows,
+                    "input": inputs
+                    if names is None
+                    else [dict(zip(names, r, strict=True)) for r in inputs],
+                    "output": None
+                    if result is None
+                    else {
+                        "labels": result["labels"][start:end],
+                        "probabilities": result["probabilities"][start:end],
+                    },
+                    "latency_ms": max(0.0, (finished - received_at) * 1000),
+                    "cached": False,
+                    "status": "ok" if error is None else "error",
+                    "error": None if error is None else f"{error.type}: {error.message}",
+                    "worker": worker,
+                }
+            )
+            start = end
+        return entries
 
 
 def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     @app.task(name=PREDICT_TASK)  # type: ignore[untyped-decorator]
     def predict(
-        request_id: str,
         model_type: str,
         version: str,
         sha256: str,
         rows: list[list[Any]],
-        received_at: float,
+        segments: list[list[Any]],
     ) -> dict[str, Any]:
-        token = request_id_var.set(request_id)  # every log line of the task carries it
+        # Every log line of the task carries its requests' ids.
+        token = request_id_var.set(",".join(str(segment[0]) for segment in segments))
         try:
-            return runtime.predict(request_id, model_type, version, sha256, rows, received_at)
+            return runtime.predict(model_type, version, sha256, rows, segments)
         finally:
             request_id_var.reset(token)

@@ -21,7 +21,7 @@ def test_same_request_twice_is_logged_once(stack: Stack) -> None:
     meta = stack.registry().metadata("xgboost", "1")
     request_id = uuid.uuid4().hex
     rows = [[EXAMPLE_ROW[f.name] for f in meta.features]]
-    args = [request_id, "xgboost", "1", meta.sha256, rows, time.time()]
+    args = ["xgboost", "1", meta.sha256, rows, [[request_id, 1, time.time()]]]
     app = create_celery(settings)
     try:
         results = [
