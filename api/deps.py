@@ -31,7 +31,9 @@ class Services:
     log_writer: BackgroundLogWriter
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a
+# thread pool, which costs more than everything these functions do.
+async def get_services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
@@ -61,7 +63,7 @@ def role_for_key(settings: Settings, key: str | None) -> Role | None:
     return Role.ADMIN if admin else Role.READER if reader else None
 
 
-def require_key(
+async def require_key(
     services: ServicesDep,
     header_key: Annotated[str | None, Security(_header)],
     query_key: Annotated[str | None, Security(_query)],
@@ -72,7 +74,7 @@ def require_key(
     return role
 
 
-def require_admin(role: Annotated[Role, Depends(require_key)]) -> Role:
+async def require_admin(role: Annotated[Role, Depends(require_key)]) -> Role:
     if role is not Role.ADMIN:
         raise Forbidden("this route needs an admin API key")
     return role

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import metrics
-from common.observability import request_id_var
+from common.observability import new_id, request_id_var
 
 access_log = logging.getLogger("api.access")
 
@@ -25,7 +24,7 @@ class Observability:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
+        request_id = new_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from common import errors
+from common.observability import IdSource
 from common.protocol import RESULT_KEY_PREFIX
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class ResultListener:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.prefix = uuid.uuid4().hex[:12] + "-"
+        self._ids = IdSource()
         self.extra_channels: dict[str, Callable[[], None]] = {}
         self._pattern = f"{RESULT_KEY_PREFIX}{self.prefix}*"
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -38,7 +40,7 @@ class ResultListener:
         self.extra_channels[channel] = callback
 
     def new_task_id(self) -> str:
-        return self.prefix + uuid.uuid4().hex
+        return self.prefix + self._ids()
 
     async def start(self, timeout: float = 10.0) -> None:
         self._task = asyncio.create_task(self._run(), name="result-listener")

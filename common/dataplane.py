@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -29,7 +28,7 @@ from common.cache import (
 from common.catalog import CatalogCache
 from common.db import BackgroundLogWriter
 from common.errors import BackendUnavailable, InvalidInput, ModelNotFound, ServingError
-from common.observability import request_id_var
+from common.observability import new_id, request_id_var
 from common.registry import ModelMetadata, Registry, artifact_deleted_error, check_name
 from common.settings import Settings
 
@@ -115,7 +114,7 @@ class DataPlane:
             raise InvalidInput(f"unknown fields in the body: {extra}")
         meta = await self.resolve(model_type, version)
         rows = self.catalog.validator(meta).validate(payload["input_data"])
-        request_id = request_id_var.get() or uuid.uuid4().hex
+        request_id = request_id_var.get() or new_id()
         labels = (meta.model_type, meta.version)
         key = prediction_key(self.settings.cache_prefix, meta, rows)
         cached = await self._cache_get(key)

@@ -7,8 +7,10 @@ imported, so that the API's and the worker's processes share their metric files.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -21,6 +23,21 @@ import orjson
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+
+
+class IdSource:
+    """Unique ids without a system call each: a random per-process prefix and a counter
+    (uuid4 reads the kernel's random source every time, a measurable cost per request)."""
+
+    def __init__(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self._counter):08x}"
+
+
+new_id = IdSource()
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
