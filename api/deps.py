@@ -63,24 +63,32 @@ def role_for_key(settings: Settings, key: str | None) -> Role | None:
     return Role.ADMIN if admin else Role.READER if reader else None
 
 
+@dataclass(frozen=True)
+class Caller:
+    role: Role
+    owner: str  # a digest of the caller's key: what jobs belong to, never the key
+
+
 async def require_key(
     services: ServicesDep,
     header_key: Annotated[str | None, Security(_header)],
     query_key: Annotated[str | None, Security(_query)],
-) -> Role:
-    role = role_for_key(services.settings, header_key or query_key)
-    if role is None:
+) -> Caller:
+    key = header_key or query_key
+    role = role_for_key(services.settings, key)
+    if role is None or key is None:
         raise NotAuthenticated("a valid API key is required (X-API-Key header)")
-    return role
+    owner = hashlib.blake2b(key.encode(), digest_size=12, person=b"job-owner").hexdigest()
+    return Caller(role, owner)
 
 
-async def require_admin(role: Annotated[Role, Depends(require_key)]) -> Role:
-    if role is not Role.ADMIN:
+async def require_admin(caller: Annotated[Caller, Depends(require_key)]) -> Caller:
+    if caller.role is not Role.ADMIN:
         raise Forbidden("this route needs an admin API key")
-    return role
+    return caller
 
 
 ModelTypePath = Annotated[str, Path(pattern=MODEL_TYPE_PATTERN, examples=["xgboost"])]
 VersionPath = Annotated[str, Path(pattern=VERSION_PATTERN, examples=["1"])]
-ReaderDep = Annotated[Role, Depends(require_key)]
-AdminDep = Annotated[Role, Depends(require_admin)]
+ReaderDep = Annotated[Caller, Depends(require_key)]
+AdminDep = Annotated[Caller, Depends(require_admin)]

@@ -13,7 +13,7 @@ from api.pubsub import ResultListener
 from common.batching import Request
 from common.celery_config import celery_config
 from common.errors import BackendUnavailable, PredictionTimeout
-from common.protocol import PREDICT_TASK
+from common.protocol import PREDICT_CHUNK_TASK, PREDICT_TASK
 from common.registry import ModelMetadata
 from common.settings import Settings
 
@@ -62,3 +62,23 @@ class CeleryDispatcher:
                 f"no result within {self.timeout:g} s; the task {task_id} may still finish",
                 {"task_id": task_id},
             ) from None
+
+    async def send_chunks(
+        self, job_id: str, meta: ModelMetadata, chunks: list[list[list[Any]]]
+    ) -> None:
+        def send_all() -> None:
+            for index, rows in enumerate(chunks):
+                self.producer.send_task(
+                    PREDICT_CHUNK_TASK,
+                    args=[job_id, index, meta.model_type, meta.version, meta.sha256, rows],
+                    queue=self.queue,
+                    ignore_result=True,  # results go into the job's state, not the backend
+                    headers={"sent_at": time.time()},
+                    argsrepr=f"({job_id!r}, chunk {index}, {meta.model_type!r}, "
+                    f"{meta.version!r}, <{len(rows)} rows>)",
+                )
+
+        try:
+            await asyncio.to_thread(send_all)
+        except OperationalError as exc:
+            raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None

@@ -17,7 +17,7 @@ from api.deps import Services
 from api.dispatch import CeleryDispatcher, create_producer
 from api.middleware import Observability
 from api.pubsub import ResultListener
-from api.routes import health, logs, metrics, models, predictions
+from api.routes import health, jobs, logs, metrics, models, predictions
 from common.cache import registry_channel
 from common.dataplane import DataPlane
 from common.db import BackgroundLogWriter, PredictionLogRepo, create_log_engine, create_tables
@@ -58,7 +58,7 @@ def build_services(settings: Settings) -> tuple[Services, ResultListener]:
     dispatcher = CeleryDispatcher(
         producer, listener, settings.task_queue, settings.predict_timeout_seconds
     )
-    plane = DataPlane(settings, registry, cache, dispatcher, writer)
+    plane = DataPlane(settings, registry, cache, dispatcher, writer, results)
     listener.on_message(registry_channel(settings.cache_prefix), plane.catalog.invalidate)
     return Services(settings, plane, cache, broker, producer, repo, writer), listener
 
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
         redoc_url="/redoc",
     )
-    for module in (health, predictions, models, logs, metrics):
+    for module in (health, predictions, jobs, models, logs, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(Observability)

@@ -2,7 +2,7 @@
 
 `python -m bench.bare_app --port P` loads the default model from the store named by the
 settings (SERVING_*) and answers `POST /predict` with the body format of the real API,
-`{"input_data": {feature: value}}`. No auth, no input validation beyond ordering the
+`{"input_data": {feature: value}}` or `{"input_data": [{feature: value}, ...]}`. No auth, no input validation beyond ordering the
 features, no cache, no queue, no log: what is left is HTTP, JSON and the model itself.
 """
 
@@ -46,8 +46,10 @@ def create_app(settings: Settings) -> FastAPI:
         # Predicting on the event loop is the fastest in-process option for a model this
         # small: a thread hop would cost more than the prediction.
         model: LoadedModel = request.app.state.model
-        row: dict[str, Any] = orjson.loads(await request.body())["input_data"]
-        result = model.predict([[row[name] for name in model.meta.feature_names]])
+        data: Any = orjson.loads(await request.body())["input_data"]
+        rows: list[dict[str, Any]] = [data] if isinstance(data, dict) else data
+        names = model.meta.feature_names
+        result = model.predict([[row[name] for name in names] for row in rows])
         return Response(orjson.dumps(result), media_type="application/json")
 
     @app.get("/healthz")

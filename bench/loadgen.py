@@ -7,10 +7,14 @@ installed (see bench/wrk.py) and this module's own, run as separate processes
 process. It writes raw HTTP/1.1 keep-alive requests on asyncio streams (uvloop when
 available) and reads answers by Content-Length: a few microseconds per request.
 
-Bodies come from templates: a JSON body with one feature value left open. A "unique"
-plan gives request number n the value `base + n * 1e-9`, so no two bodies are equal
-(every request misses the prediction cache); otherwise every request sends the first
-template's body unchanged.
+Bodies come from templates: a JSON body of one row or a list of rows, with one feature
+value of each row left open. With "unique" bodies, request number n fills row i of a
+k-row template with `base_i + (n * k + i) * 1e-9`, so no two rows are equal, within a
+body or across requests (every request misses the prediction cache); with "repeated"
+bodies every request sends the first template's body unchanged (after the first, every
+request hits the cache); "alternating" sends unique and repeated bodies in turn.
+With an `interval`, the generator also counts answers and errors per interval of the
+window (a timeline, for long runs).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bench.procs import ProcessGroup
 from dev.services import ManagedProcess
@@ -34,22 +38,45 @@ STARTUP_SLACK_SECONDS = 1.0  # time for the generator processes to start and con
 _HOLE = "__bench_value__"
 
 
+Bodies = Literal["unique", "repeated", "alternating"]
+
+
 @dataclass(frozen=True)
 class BodyTemplate:
-    prefix: str
-    base: float
-    suffix: str
+    """A JSON body cut at its open values: parts[0] value[0] parts[1] ... parts[k]."""
+
+    parts: list[str]
+    bases: list[float]  # each open value's own value in the data
 
     @classmethod
     def from_row(cls, row: dict[str, float], feature: str) -> BodyTemplate:
-        text = json.dumps({"input_data": {**row, feature: _HOLE}})
-        prefix, suffix = text.split(f'"{_HOLE}"')
-        return cls(prefix, row[feature], suffix)
+        """`{"input_data": {...}}`: one row, its `feature` open."""
+        return cls._cut({"input_data": {**row, feature: _HOLE}}, [row[feature]])
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, float]], feature: str) -> BodyTemplate:
+        """`{"input_data": [{...}, ...]}`: a list of rows, `feature` open in each."""
+        body = {"input_data": [{**row, feature: _HOLE} for row in rows]}
+        return cls._cut(body, [row[feature] for row in rows])
+
+    @classmethod
+    def _cut(cls, body: dict[str, Any], bases: list[float]) -> BodyTemplate:
+        return cls(json.dumps(body).split(f'"{_HOLE}"'), bases)
+
+    @property
+    def rows(self) -> int:
+        return len(self.bases)
 
     def render(self, n: int | None = None) -> bytes:
-        """The body of request n (None: the unperturbed row). repr keeps a float a float."""
-        value = self.base if n is None else self.base + n * STEP
-        return f"{self.prefix}{value!r}{self.suffix}".encode()
+        """The body of request n (None: the unperturbed rows). repr keeps a float a float."""
+        k = len(self.bases)
+        values = (
+            self.bases if n is None else [b + (n * k + i) * STEP for i, b in enumerate(self.bases)]
+        )
+        pieces = [self.parts[0]]
+        for value, part in zip(values, self.parts[1:], strict=True):
+            pieces += (repr(value), part)
+        return "".join(pieces).encode()
 
 
 @dataclass(frozen=True)
@@ -64,11 +91,12 @@ class Target:
 class LoadPlan:
     target: Target
     templates: list[BodyTemplate]
-    unique: bool
+    bodies: Bodies
     first_id: int  # request ids start here; >= 1 so a perturbed value is never the base
     connections: int
     warmup: float
     duration: float
+    interval: float = 0.0  # seconds per timeline interval; 0: no timeline
 
 
 @dataclass
@@ -79,6 +107,8 @@ class LoadResult:
     p99_ms: float
     errors: dict[str, int]  # status code or exception name -> count, inside the window
     next_id: int  # the first request id the next plan may use
+    # (answers, errors) in each interval of the window, when the plan asked for intervals
+    timeline: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def rps(self) -> float:
@@ -122,18 +152,20 @@ class ProcessSpec:
     path: str
     headers: dict[str, str]
     templates: list[dict[str, Any]]
-    unique: bool
+    bodies: Bodies
     first_id: int
     id_stride: int
     connections: int
     start_at: float  # wall clock (time.time()): begin sending
     measure_from: float
     measure_until: float
+    interval: float
 
 
 @dataclass
 class PythonRun:
     window: tuple[float, float]
+    interval: float
     procs: list[ManagedProcess]
     outputs: list[Path]
     pids: list[int] = field(init=False)
@@ -155,7 +187,19 @@ class PythonRun:
             p99_ms=percentile(latencies, 99),
             errors=dict(errors),
             next_id=max(int(report["next_id"]) for report in reports),
+            timeline=self._timeline(reports),
         )
+
+    def _timeline(self, reports: list[dict[str, Any]]) -> list[tuple[int, int]]:
+        if not self.interval:
+            return []
+        n_intervals = math.ceil(round((self.window[1] - self.window[0]) / self.interval, 6))
+        counts = [[0, 0] for _ in range(n_intervals)]
+        for report in reports:
+            for index, (ok, errors) in report["timeline"].items():
+                counts[int(index)][0] += ok
+                counts[int(index)][1] += errors
+        return [(ok, errors) for ok, errors in counts]
 
     def _report(self, proc: ManagedProcess, out: Path) -> dict[str, Any]:
         assert proc.popen is not None
@@ -180,13 +224,14 @@ def start_python_load(
             path=plan.target.path,
             headers=plan.target.headers,
             templates=[asdict(t) for t in plan.templates],
-            unique=plan.unique,
+            bodies=plan.bodies,
             first_id=plan.first_id + index,
             id_stride=n_procs,
             connections=connections,
             start_at=start_at,
             measure_from=window[0],
             measure_until=window[1],
+            interval=plan.interval,
         )
         spec_path = work_dir / f"loadgen-{index}.json"
         spec_path.write_text(json.dumps(asdict(spec)))
@@ -194,7 +239,7 @@ def start_python_load(
         args = [sys.executable, "-m", "bench.loadgen", str(spec_path), str(outputs[-1])]
         log = work_dir / f"loadgen-{index}.log"
         procs.append(group.start(ManagedProcess(f"loadgen-{index}", args, log, cwd=ROOT)))
-    return PythonRun(window, procs, outputs)
+    return PythonRun(window, plan.interval, procs, outputs)
 
 
 # --- the generator process --------------------------------------------------------------
@@ -211,16 +256,18 @@ class Requests:
             + "Content-Length: "
         ).encode()
         self.templates = [BodyTemplate(**t) for t in spec.templates]
-        self.unique = spec.unique
+        self.bodies = spec.bodies
         self.next_id = spec.first_id
         self.stride = spec.id_stride
+        self.sent = 0
         self.fixed = self._frame(self.templates[0].render())
 
     def _frame(self, body: bytes) -> bytes:
         return self.head + str(len(body)).encode() + b"\r\n\r\n" + body
 
     def next(self) -> bytes:
-        if not self.unique:
+        self.sent += 1
+        if self.bodies == "repeated" or (self.bodies == "alternating" and self.sent % 2 == 0):
             return self.fixed
         n, self.next_id = self.next_id, self.next_id + self.stride
         return self._frame(self.templates[n % len(self.templates)].render(n))
@@ -242,8 +289,10 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 class Tally:
     measure_from: float  # perf_counter clock
     measure_until: float
+    interval: float  # 0: no timeline
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    timeline: dict[int, list[int]] = field(default_factory=dict)  # interval -> [ok, errors]
 
     def add(self, started: float, ended: float, error: str | None) -> None:
         if not self.measure_from <= ended < self.measure_until:
@@ -252,6 +301,9 @@ class Tally:
             self.latencies_ms.append((ended - started) * 1000)
         else:
             self.errors[error] += 1
+        if self.interval:
+            index = int((ended - self.measure_from) // self.interval)
+            self.timeline.setdefault(index, [0, 0])[0 if error is None else 1] += 1
 
 
 async def connection(spec: ProcessSpec, requests: Requests, tally: Tally) -> None:
@@ -282,13 +334,14 @@ async def connection(spec: ProcessSpec, requests: Requests, tally: Tally) -> Non
 
 async def generate(spec: ProcessSpec) -> dict[str, Any]:
     offset = time.time() - time.perf_counter()
-    tally = Tally(spec.measure_from - offset, spec.measure_until - offset)
+    tally = Tally(spec.measure_from - offset, spec.measure_until - offset, spec.interval)
     requests = Requests(spec)
     await asyncio.gather(*(connection(spec, requests, tally) for _ in range(spec.connections)))
     return {
         "latencies_ms": tally.latencies_ms,
         "errors": dict(tally.errors),
         "next_id": requests.next_id,
+        "timeline": tally.timeline,
     }
 
 

@@ -1,5 +1,5 @@
 """Process helpers for the benchmarks: starting and stopping children, CPU pinning, process
-trees and CPU accounting.
+trees, CPU and memory accounting.
 
 Pinning works by inheritance: a child started inside `inherited_affinity(cores)` gets
 the mask at fork, so every thread and subprocess it creates later (Celery's prefork
@@ -100,6 +100,28 @@ def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
     table = _process_table()
     return {
         name: sum(table[pid][1] for pid in _trees(roots, table)) for name, roots in groups.items()
+    }
+
+
+def _rss_bytes(pid: int) -> int:
+    """Resident memory of a live process (VmRSS); 0 if it is gone or has none (a zombie)."""
+    try:
+        status = (PROC / str(pid) / "status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024  # reported in kB
+    return 0
+
+
+def rss_bytes(groups: dict[str, list[int]]) -> dict[str, int]:
+    """Resident memory of each named group of process trees, summed over its processes
+    (pages shared between processes, such as a prefork pool's, count once per process)."""
+    table = _process_table()
+    return {
+        name: sum(_rss_bytes(pid) for pid in _trees(roots, table))
+        for name, roots in groups.items()
     }
 
 

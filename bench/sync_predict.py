@@ -1,110 +1,96 @@
 """`python -m bench.sync_predict` (`make bench`): what the synchronous path costs.
 
 Starts a private stack (Redis, a Celery worker with 2 prefork processes, the API with one
-uvicorn worker) and a bare FastAPI app predicting in-process with the same model
-(bench/bare_app.py), then puts closed-loop load on each (bench/loadgen.py, or wrk when
+uvicorn worker), a bare FastAPI app predicting in-process with the same model
+(bench/bare_app.py) and a naive-Celery design (bench/naive_app.py, bench/naive_worker.py:
+a `def` endpoint blocking on `AsyncResult.get()`, 2 prefork processes, on its own Redis
+database and queue), then puts closed-loop load on each (bench/loadgen.py, or wrk when
 installed) at several concurrencies:
 
   bare in-process    the baseline: HTTP + JSON + model, nothing else
   stack, cache miss  every body unique (`mean radius` + n * 1e-9): a task per request
   stack, cache hit   one body repeated: answered from the Redis cache after the first
+  naive Celery       every body unique: a Celery task and result per request
+  1,000-row requests every row of every body unique, on the bare app and on the stack
+                     (at --big-concurrency; the ratio is to the bare app's 1,000 rows)
 
-It prints a Markdown table (req/s, p50, p99, errors, req/s relative to bare) and the CPU
-each process used during each window, and writes bench/results/sync_predict.json.
-With --pin (the default on 2+ cores) the servers share core 0 and the load generator
-runs on core 1, so the stack and the baseline get the same single core.
+It prints a Markdown table (req/s, p50, p99, errors, req/s relative to bare), the rows/s
+of the 1,000-row requests, and the CPU each process used during each window, and writes
+bench/results/sync_predict.json. With --pin (the default on 2+ cores) the servers share
+core 0 and the load generator runs on core 1, so every design gets the same single core.
+
+`--soak SECONDS` runs bench/soak.py instead: the stack alone under mixed load, its
+memory sampled every 10 s; the exit status is 1 if any request failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from bench.loadgen import BodyTemplate, LoadPlan, LoadResult, LoadRun, Target, start_python_load
-from bench.procs import (
-    ProcessGroup,
-    affinity_of,
-    can_pin,
-    cpu_seconds,
-    inherited_affinity,
-    machine_busy_seconds,
-    usable_cores,
+from bench import soak
+from bench.loadgen import BodyTemplate, Bodies, LoadPlan, LoadResult
+from bench.procs import affinity_of, cpu_seconds, machine_busy_seconds, usable_cores
+from bench.stack import (
+    NAIVE_REDIS_DB,
+    PERTURBED_FEATURE,
+    ROOT,
+    SERVICES,
+    WORKER_ARGS,
+    RunContext,
+    Servers,
+    call_json,
+    check_api_cache,
+    choose_generator,
+    code_version,
+    demo_rows,
+    generator_processes,
+    run_with_stack,
+    sleep_until,
+    start_load,
+    warm_naive,
+    warm_stack,
 )
-from bench.wrk import start_wrk_load, wrk_path
-from dev.services import ManagedProcess, free_port, start_redis, wait_until
+from bench.naive_worker import POOL_PROCESSES as NAIVE_POOL_PROCESSES
+from bench.naive_worker import QUEUE as NAIVE_QUEUE
+from bench.tables import markdown_table
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = ROOT / "bench" / "results" / "sync_predict.json"
-API_KEY = "bench-key"
-PERTURBED_FEATURE = "mean radius"
-POOL_PROCESSES = 2
-WORKER_ARGS = ["--concurrency", str(POOL_PROCESSES), "--pool", "prefork"]
-READY_TIMEOUT_SECONDS = 120
-CPU_GROUPS = ("api", "worker", "redis", "bare", "loadgen", "other")
+CPU_GROUPS = ("api", "worker", "redis", "bare", "naive-api", "naive-worker", "loadgen", "other")
 GENERATOR_BUSY_PERCENT = 80.0  # above this (of its cores) the load generator may be the limit
+BIG_ROWS = 1000
+ROWS_PER_S_TARGET = 50_000  # the stack's target for BIG_ROWS-row requests, end to end
+BARE = "bare in-process"
+BARE_BIG = f"bare in-process, {BIG_ROWS:,} rows"
+STACK_BIG = f"stack, {BIG_ROWS:,}-row miss"
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    target: str  # "bare" or "api"
-    unique: bool  # a unique body per request (cache misses) or one repeated body
+    target: str  # "bare", "api" or "naive"
+    bodies: Bodies
+    rows: int = 1  # rows per request
+    baseline: str = BARE  # the scenario whose req/s, at the same concurrency, is 1.00
 
 
 SCENARIOS = (
-    Scenario("bare in-process", "bare", unique=True),
-    Scenario("stack, cache miss", "api", unique=True),
-    Scenario("stack, cache hit", "api", unique=False),
+    Scenario(BARE, "bare", "unique"),
+    Scenario("stack, cache miss", "api", "unique"),
+    Scenario("stack, cache hit", "api", "repeated"),
+    Scenario("naive Celery", "naive", "unique"),
+    Scenario(BARE_BIG, "bare", "unique", rows=BIG_ROWS, baseline=BARE_BIG),
+    Scenario(STACK_BIG, "api", "unique", rows=BIG_ROWS, baseline=BARE_BIG),
 )
-
-
-@dataclass(frozen=True)
-class CoreLayout:
-    servers: set[int] | None  # None: not pinned
-    generator: set[int] | None
-
-    @property
-    def pinned(self) -> bool:
-        return self.servers is not None
-
-    def describe(self) -> str:
-        if not self.pinned:
-            return "not pinned"
-        return (
-            f"pinned: servers (redis, worker, api, bare) on core {sorted(self.servers or [])}, "
-            f"load generator on core {sorted(self.generator or [])}"
-        )
-
-
-@dataclass
-class Servers:
-    targets: dict[str, Target]  # "api", "bare"
-    pids: dict[str, int]  # process name -> pid (the root of its tree)
-
-
-@dataclass
-class RunContext:
-    options: argparse.Namespace
-    layout: CoreLayout
-    generator: str
-    group: ProcessGroup
-    servers: Servers
-    tmp: Path
 
 
 @dataclass
@@ -118,9 +104,15 @@ class Point:
     error_kinds: dict[str, int]
     ratio_vs_bare: float | None
     cpu_percent: dict[str, float]  # process group -> % of one core during the window
+    rows_per_request: int
+    rows_per_s: float
 
 
 # --- options ------------------------------------------------------------------------------
+
+
+def concurrency_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -133,9 +125,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per point")
     parser.add_argument(
         "--concurrency",
-        type=lambda text: [int(part) for part in text.split(",")],
+        type=concurrency_list,
         default=[1, 16, 64],
         help="comma-separated connection counts (default 1,16,64)",
+    )
+    parser.add_argument(
+        "--big-concurrency",
+        type=concurrency_list,
+        default=[1, 4],
+        help=f"connection counts for the {BIG_ROWS:,}-row requests (default 1,4)",
     )
     parser.add_argument(
         "--pin",
@@ -144,158 +142,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="servers on core 0, load generator on core 1 (default: on with 2+ cores)",
     )
     parser.add_argument("--generator", choices=["auto", "python", "wrk"], default="auto")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        help=f"instead: {soak.CONCURRENCY} connections of mixed load on the stack for SECONDS, "
+        f"memory sampled every {soak.SAMPLE_SECONDS:g} s (exit status 1 on any error)",
+    )
     options = parser.parse_args(argv)
-    if options.duration < 1 or options.warmup < 0 or min(options.concurrency) < 1:
+    concurrencies = options.concurrency + options.big_concurrency
+    if options.duration < 1 or options.warmup < 0 or min(concurrencies) < 1:
         parser.error("--duration must be >= 1 s, --warmup >= 0, concurrencies >= 1")
+    if options.soak is not None and options.soak < soak.SAMPLE_SECONDS:
+        parser.error(f"--soak must be >= {soak.SAMPLE_SECONDS:g} s")
     return options
-
-
-def plan_cores(pin: bool | None) -> CoreLayout:
-    cores = usable_cores()
-    possible = can_pin() and len(cores) >= 2
-    if pin and not possible:
-        print("note: --pin needs os.sched_setaffinity and 2 cores; running unpinned")
-    if not (possible and (pin if pin is not None else True)):
-        return CoreLayout(None, None)
-    return CoreLayout({cores[0]}, {cores[1]})
-
-
-def choose_generator(choice: str) -> str:
-    if choice == "wrk" and wrk_path() is None:
-        raise SystemExit("--generator wrk: wrk is not installed")
-    if choice == "auto":
-        return "wrk" if wrk_path() else "python"
-    return choice
-
-
-def generator_processes(layout: CoreLayout) -> int:
-    if layout.generator is not None:
-        return len(layout.generator)
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
-# --- the stack and the baseline ---------------------------------------------------------
-
-
-def child_env(redis_url: str, tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
-    env.update(
-        SERVING_REDIS_URL=redis_url,
-        SERVING_LOCAL_STORE_PATH=str(tmp / "store"),
-        SERVING_DATABASE_URL=f"sqlite:///{tmp / 'predictions.db'}",
-        SERVING_API_KEYS=API_KEY,
-        SERVING_LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
-    )
-    return env
-
-
-def publish_demo_models(env: dict[str, str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "modelctl", "train-demo"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"modelctl train-demo failed:\n{done.stdout}{done.stderr}")
-
-
-def http_status(url: str, headers: dict[str, str] | None = None) -> int | None:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
-
-
-def ready_check(procs: list[ManagedProcess], checks: list[Callable[[], bool]]) -> bool:
-    for proc in procs:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited during start-up:\n{proc.log_tail()}")
-    return all(check() for check in checks)
-
-
-def start_servers(tmp: Path, group: ProcessGroup) -> Servers:
-    redis_proc, redis_url = start_redis(tmp / "redis")
-    group.adopt(redis_proc)
-    env = child_env(redis_url, tmp)
-    publish_demo_models(env)
-    api_port, bare_port = free_port(), free_port()
-    commands = {
-        "worker": ["-m", "worker", *WORKER_ARGS],
-        "api": ["-m", "api", "--port", str(api_port), "--workers", "1"],
-        "bare": ["-m", "bench.bare_app", "--port", str(bare_port)],
-    }
-    procs = [
-        group.start(
-            ManagedProcess(name, [sys.executable, *args], tmp / f"{name}.log", env=env, cwd=ROOT)
-        )
-        for name, args in commands.items()
-    ]
-    headers = {"X-API-Key": API_KEY}
-    api_url, bare_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{bare_port}"
-    checks = [
-        lambda: http_status(f"{api_url}/", headers) == 200,
-        lambda: http_status(f"{bare_url}/healthz") == 200,
-    ]
-    wait_until(lambda: ready_check(procs, checks), READY_TIMEOUT_SECONDS, "the API and bare app")
-    return Servers(
-        targets={
-            "api": Target("127.0.0.1", api_port, "/predict", headers),
-            "bare": Target("127.0.0.1", bare_port, "/predict", {}),
-        },
-        pids={"redis": redis_proc.pid} | {proc.name: proc.pid for proc in procs},
-    )
-
-
-def call_json(target: Target, path: str | None = None, body: bytes | None = None) -> Any:
-    """GET (no body) or POST a JSON body to the target; its JSON answer, which must be 200."""
-    url = f"http://{target.host}:{target.port}{path or target.path}"
-    headers = {**target.headers, "Content-Type": "application/json"}
-    request = urllib.request.Request(url, data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise RuntimeError(f"{url} answered {exc.code}: {exc.read()[:500]!r}") from None
-
-
-def check_targets(servers: Servers, template: BodyTemplate) -> None:
-    """One request to each: fail now, not after minutes of errors; the cache must work."""
-    body = template.render()
-    call_json(servers.targets["bare"], body=body)
-    first, second = (call_json(servers.targets["api"], body=body) for _ in range(2))
-    if first.get("cached") is not False or second.get("cached") is not True:
-        raise RuntimeError(f"the cache does not behave as expected: {first} then {second}")
 
 
 # --- load points ------------------------------------------------------------------------
 
 
-def demo_templates() -> list[BodyTemplate]:
-    """One body template per row of the breast-cancer data, in the data's order."""
-    from common.training import breast_cancer
-
-    x, _, names, _ = breast_cancer()
-    rows = [dict(zip(names, map(float, values), strict=True)) for values in x]
-    return [BodyTemplate.from_row(row, PERTURBED_FEATURE) for row in rows]
-
-
-def start_load(context: RunContext, plan: LoadPlan, work_dir: Path) -> LoadRun:
-    work_dir.mkdir(parents=True, exist_ok=True)
-    starter = start_wrk_load if context.generator == "wrk" else start_python_load
-    with inherited_affinity(context.layout.generator):
-        return starter(plan, generator_processes(context.layout), context.group, work_dir)
+def body_templates(rows: list[dict[str, float]]) -> dict[int, list[BodyTemplate]]:
+    """Rows per request -> templates: one per data row for single rows; one body of
+    BIG_ROWS rows cycling through the data (the load generator makes each row unique)."""
+    big = [rows[i % len(rows)] for i in range(BIG_ROWS)]
+    return {
+        1: [BodyTemplate.from_row(row, PERTURBED_FEATURE) for row in rows],
+        BIG_ROWS: [BodyTemplate.from_rows(big, PERTURBED_FEATURE)],
+    }
 
 
-def sleep_until(moment: float) -> None:
-    time.sleep(max(0.0, moment - time.time()))
+def check_targets(servers: Servers, templates: dict[int, list[BodyTemplate]]) -> None:
+    """One request of each size to the bare app and the API: fail now, not after minutes
+    of errors; and the API's cache must work. (Warming the naive pool checks the naive.)"""
+    for size in templates.values():
+        call_json(servers.targets["bare"], body=size[0].render())
+    check_api_cache(servers.targets["api"], templates[1][0])
+    call_json(servers.targets["api"], body=templates[BIG_ROWS][0].render())
 
 
 def cpu_snapshot(groups: dict[str, list[int]]) -> tuple[float, dict[str, float]]:
@@ -328,8 +210,8 @@ def run_point(
     context: RunContext,
 ) -> tuple[Point, LoadResult]:
     print(f"  {scenario.name}, c={concurrency} ...", end="", flush=True)
-    work_dir = context.tmp / "load" / f"{scenario.target}-{int(scenario.unique)}-c{concurrency}"
-    run = start_load(context, plan, work_dir)
+    slug = f"{scenario.target}-{scenario.bodies}-r{scenario.rows}-c{concurrency}"
+    run = start_load(context, plan, context.tmp / "load" / slug)
     groups = {name: [pid] for name, pid in context.servers.pids.items()} | {"loadgen": run.pids}
     cpu = measure_cpu(run.window, groups)
     result = run.wait()
@@ -344,42 +226,32 @@ def run_point(
         error_kinds=result.errors,
         ratio_vs_bare=None,
         cpu_percent=cpu,
+        rows_per_request=scenario.rows,
+        rows_per_s=round(result.rps * scenario.rows, 1),
     )
     return point, result
 
 
-def predicting_processes(api: Target) -> set[str]:
-    """The worker processes (host:pid) found in the newest prediction log rows."""
-    entries = call_json(api, path="/logs?n_limit=1000")
-    return {entry["worker"] for entry in entries if entry["worker"]}
-
-
-def warm_worker_pool(context: RunContext, templates: list[BodyTemplate], next_id: int) -> int:
-    """Have every pool process predict once before anything is measured: each loads the
-    model on its first task, and importing XGBoost there takes seconds of CPU."""
-    api = context.servers.targets["api"]
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while len(predicting_processes(api)) < POOL_PROCESSES:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not all {POOL_PROCESSES} worker processes predicted in time")
-        plan = LoadPlan(api, templates, True, next_id, 2 * POOL_PROCESSES, 0.0, 2.0)
-        next_id = start_load(context, plan, context.tmp / "load" / "pool-warmup").wait().next_id
-    return next_id
+def concurrencies(scenario: Scenario, options: argparse.Namespace) -> list[int]:
+    return list(options.big_concurrency if scenario.rows > 1 else options.concurrency)
 
 
 def run_all(context: RunContext) -> list[Point]:
-    templates = demo_templates()
-    check_targets(context.servers, templates[0])
+    templates = body_templates(demo_rows())
+    check_targets(context.servers, templates)
     # id 0 would be the unperturbed row, the body of the cache-hit scenario
-    print("  warming the worker pool (each process loads the model on its first task)", flush=True)
-    next_id = warm_worker_pool(context, templates, next_id=1)
+    ids = itertools.count(1)
+    print("  warming the worker pools (each process loads the model on its first task)")
+    warm_stack(context.servers, templates[1][0], ids)
+    warm_naive(context.servers, templates[1][0])
+    next_id = next(ids)
     points: list[Point] = []
     for scenario in SCENARIOS:
-        for concurrency in context.options.concurrency:
+        for concurrency in concurrencies(scenario, context.options):
             plan = LoadPlan(
                 target=context.servers.targets[scenario.target],
-                templates=templates,
-                unique=scenario.unique,
+                templates=templates[scenario.rows],
+                bodies=scenario.bodies,
                 first_id=next_id,
                 connections=concurrency,
                 warmup=context.options.warmup,
@@ -392,28 +264,19 @@ def run_all(context: RunContext) -> list[Point]:
 
 
 def with_ratios(points: list[Point]) -> list[Point]:
-    bare = {p.concurrency: p.rps for p in points if p.scenario == SCENARIOS[0].name}
+    baselines = {s.name: s.baseline for s in SCENARIOS}
+    rps = {(p.scenario, p.concurrency): p.rps for p in points}
     for point in points:
-        if bare.get(point.concurrency):
-            point.ratio_vs_bare = round(point.rps / bare[point.concurrency], 3)
+        if base := rps.get((baselines[point.scenario], point.concurrency)):
+            point.ratio_vs_bare = round(point.rps / base, 3)
     return points
 
 
 # --- report -------------------------------------------------------------------------------
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        padded = [
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(header), rule, *map(line, rows)])
+def ratio(point: Point) -> str:
+    return "-" if point.ratio_vs_bare is None else f"{point.ratio_vs_bare:.2f}"
 
 
 def results_table(points: list[Point]) -> str:
@@ -426,9 +289,27 @@ def results_table(points: list[Point]) -> str:
             f"{p.p50_ms:.2f}",
             f"{p.p99_ms:.2f}",
             str(p.errors),
-            "-" if p.ratio_vs_bare is None else f"{p.ratio_vs_bare:.2f}",
+            ratio(p),
         ]
         for p in points
+    ]
+    return markdown_table(header, rows)
+
+
+def rows_table(points: list[Point]) -> str:
+    header = ["scenario", "concurrency", "req/s", "rows/s", "p50 ms", "p99 ms", "rows/s vs bare"]
+    rows = [
+        [
+            p.scenario,
+            str(p.concurrency),
+            f"{p.rps:,.1f}",
+            f"{p.rows_per_s:,.0f}",
+            f"{p.p50_ms:.2f}",
+            f"{p.p99_ms:.2f}",
+            ratio(p),
+        ]
+        for p in points
+        if p.rows_per_request > 1
     ]
     return markdown_table(header, rows)
 
@@ -442,6 +323,16 @@ def cpu_table(points: list[Point]) -> str:
     return markdown_table(header, rows)
 
 
+def target_verdict(points: list[Point]) -> str:
+    stack = [p for p in points if p.scenario == STACK_BIG]
+    best = max(stack, key=lambda p: p.rows_per_s)
+    met = "met" if best.rows_per_s >= ROWS_PER_S_TARGET else "NOT met"
+    return (
+        f"Target >= {ROWS_PER_S_TARGET:,} rows/s end to end with {BIG_ROWS:,}-row requests: "
+        f"{met} (best: {best.rows_per_s:,.0f} rows/s at c={best.concurrency})."
+    )
+
+
 def generator_limit(context: RunContext) -> float:
     return GENERATOR_BUSY_PERCENT * generator_processes(context.layout)
 
@@ -449,6 +340,7 @@ def generator_limit(context: RunContext) -> float:
 def describe_machine(context: RunContext) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code": code_version(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -461,6 +353,11 @@ def describe_machine(context: RunContext) -> dict[str, Any]:
         "warmup_s": context.options.warmup,
         "worker": f"python -m worker {' '.join(WORKER_ARGS)}",
         "api": "python -m api --workers 1",
+        "naive": (
+            f"python -m bench.naive_app (1 uvicorn worker) and python -m bench.naive_worker "
+            f"(prefork, concurrency {NAIVE_POOL_PROCESSES}), queue {NAIVE_QUEUE}, "
+            f"Redis database {NAIVE_REDIS_DB}"
+        ),
     }
 
 
@@ -477,8 +374,13 @@ def report(context: RunContext, points: list[Point], elapsed: float) -> None:
         f"Machine: {meta['cpu_count']} cores ({len(meta['usable_cores'])} usable), "
         f"{meta['platform']}; {meta['pinning']}.\n"
         f"Stack: worker `{meta['worker']}`, API `{meta['api']}`, one Redis.\n"
+        f"Naive Celery: {meta['naive']}.\n"
+        f"Code: {meta['code']}.\n"
     )
     print(results_table(points))
+    print(f"\nRequests of {BIG_ROWS:,} rows, every row unique:\n")
+    print(rows_table(points))
+    print(f"\n{target_verdict(points)}")
     print(
         "\nCPU used during each window, % of one core (worker: with its pool processes; "
         "other: the rest of the machine, kernel included):\n"
@@ -496,46 +398,23 @@ def report(context: RunContext, points: list[Point], elapsed: float) -> None:
 # --- main ---------------------------------------------------------------------------------
 
 
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
+def benchmark(started: float) -> Callable[[RunContext], int]:
+    def run(context: RunContext) -> int:
+        points = run_all(context)
+        report(context, points, time.monotonic() - started)
+        return 0
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    layout = plan_cores(options.pin)
+    if options.soak is not None:
+        if options.generator == "wrk":
+            print("note: the soak uses bench.loadgen, which counts answers per interval")
+        return run_with_stack(options, soak.SERVICES, "python", soak.run_soak)
     generator = choose_generator(options.generator)
-    started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-sync-predict-"))
-    group = ProcessGroup()
-    succeeded = False
-    try:
-        print(f"starting the stack and the bare app in {tmp} ({layout.describe()})", flush=True)
-        with inherited_affinity(layout.servers):
-            servers = start_servers(tmp, group)
-        context = RunContext(options, layout, generator, group, servers, tmp)
-        points = run_all(context)
-        report(context, points, time.monotonic() - started)
-        succeeded = True
-        return 0
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
-        cleanup(group, tmp, keep_logs=not succeeded)
-
-
-def cleanup(group: ProcessGroup, tmp: Path, keep_logs: bool) -> None:
-    left = group.stop_all()
-    if left:
-        print(f"warning: processes {left} outlived their stop and were killed", file=sys.stderr)
-    else:
-        print("stopped every process the benchmark started; none is left", file=sys.stderr)
-    if keep_logs:
-        print(f"logs kept in {tmp}", file=sys.stderr)
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return run_with_stack(options, SERVICES, generator, benchmark(time.monotonic()))
 
 
 if __name__ == "__main__":

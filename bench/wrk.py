@@ -2,6 +2,7 @@
 
 A generated Lua script builds each request's body from the plan's templates (the same
 numbering as bench.loadgen, so "unique" bodies never repeat) and prints one result line.
+It keeps no timeline: a plan's `interval` is ignored.
 wrk has no warm-up option: a first run of `warmup` seconds precedes the measured run.
 wrk counts durations in whole seconds and reports no per-request latencies, only its
 histogram's percentiles; "errors" are its socket errors plus answers with status >= 400.
@@ -26,11 +27,11 @@ LUA = """
 local templates = {
 %(templates)s
 }
-local unique = %(unique)s
+local bodies = "%(bodies)s"
 local first_id = %(first_id)d
 local nthreads = %(threads)d
 local step = %(step)r
-local fixed = templates[1][1] .. templates[1][4] .. templates[1][3]
+local fixed = %(fixed)s
 local created = 0
 
 function setup(thread)
@@ -38,7 +39,8 @@ function setup(thread)
   created = created + 1
 end
 
-local counter = 0
+local sent = 0
+local unique_sent = 0
 function init(args)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
@@ -46,13 +48,21 @@ function init(args)
 end
 
 function request()
-  if not unique then
+  sent = sent + 1
+  if bodies == "repeated" or (bodies == "alternating" and sent %% 2 == 0) then
     return wrk.format(nil, nil, nil, fixed)
   end
-  local n = first_id + tid + counter * nthreads
-  counter = counter + 1
+  local n = first_id + tid + unique_sent * nthreads
+  unique_sent = unique_sent + 1
   local t = templates[(n %% #templates) + 1]
-  return wrk.format(nil, nil, nil, t[1] .. string.format("%%.17g", t[2] + n * step) .. t[3])
+  local parts, bases = t[1], t[2]
+  local k = #bases
+  local pieces = {parts[1]}
+  for i = 1, k do
+    pieces[2 * i] = string.format("%%.17g", bases[i] + (n * k + i - 1) * step)
+    pieces[2 * i + 1] = parts[i + 1]
+  end
+  return wrk.format(nil, nil, nil, table.concat(pieces))
 end
 
 function done(summary, latency, requests)
@@ -76,10 +86,10 @@ def _lua_string(text: str) -> str:
 
 
 def _lua_template(template: BodyTemplate) -> str:
-    return (
-        f"  {{{_lua_string(template.prefix)}, {template.base!r}, {_lua_string(template.suffix)}, "
-        f"{_lua_string(repr(template.base))}}},"
-    )
+    """{{part, ...}, {base, ...}}: the same numbering as BodyTemplate.render."""
+    parts = ", ".join(map(_lua_string, template.parts))
+    bases = ", ".join(map(repr, template.bases))
+    return f"  {{{{{parts}}}, {{{bases}}}}},"
 
 
 def lua_script(plan: LoadPlan, threads: int) -> str:
@@ -89,10 +99,11 @@ def lua_script(plan: LoadPlan, threads: int) -> str:
     )
     return LUA % {
         "templates": "\n".join(map(_lua_template, plan.templates)),
-        "unique": "true" if plan.unique else "false",
+        "bodies": plan.bodies,
         "first_id": plan.first_id,
         "threads": threads,
         "step": STEP,
+        "fixed": _lua_string(plan.templates[0].render().decode()),
         "headers": headers,
         "marker": MARKER,
     }

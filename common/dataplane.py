@@ -28,17 +28,20 @@ from common.cache import (
 from common.catalog import CatalogCache
 from common.db import BackgroundLogWriter
 from common.errors import BackendUnavailable, InvalidInput, ModelNotFound, ServingError
+from common.jobs import JobBook
 from common.observability import new_id, request_id_var
 from common.registry import ModelMetadata, Registry, artifact_deleted_error, check_name
 from common.settings import Settings
 
 
 class Dispatcher(Protocol):
-    """Runs one batch of requests for one model version; returns the rows' results."""
+    async def predict_batch(self, meta: ModelMetadata, requests: list[Request]) -> dict[str, Any]:
+        """Run one batch of requests for one model version; the rows' results."""
 
-    async def predict_batch(
-        self, meta: ModelMetadata, requests: list[Request]
-    ) -> dict[str, Any]: ...
+    async def send_chunks(
+        self, job_id: str, meta: ModelMetadata, chunks: list[list[list[Any]]]
+    ) -> None:
+        """Queue a job's chunks; workers record their results in the job's state."""
 
 
 @dataclass
@@ -50,23 +53,26 @@ class Outcome:
     result: dict[str, Any]
     cached: bool
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_type": self.meta.model_type,
+            "version": self.meta.version,
+            "predictions": render_predictions(self.meta, self.result),
+            "cached": self.cached,
+            "request_id": self.request_id,
+        }
+
     def to_json(self) -> bytes:
-        classes = [str(c) for c in self.meta.classes]
-        predictions = [
-            {"label": label, "probabilities": dict(zip(classes, probs, strict=True))}
-            for label, probs in zip(
-                self.result["labels"], self.result["probabilities"], strict=True
-            )
-        ]
-        return orjson.dumps(
-            {
-                "model_type": self.meta.model_type,
-                "version": self.meta.version,
-                "predictions": predictions,
-                "cached": self.cached,
-                "request_id": self.request_id,
-            }
-        )
+        return orjson.dumps(self.to_dict())
+
+
+def render_predictions(meta: ModelMetadata, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per row: its label and its probability of each class."""
+    classes = [str(c) for c in meta.classes]
+    return [
+        {"label": label, "probabilities": dict(zip(classes, probs, strict=True))}
+        for label, probs in zip(result["labels"], result["probabilities"], strict=True)
+    ]
 
 
 class DataPlane:
@@ -77,6 +83,7 @@ class DataPlane:
         cache: aioredis.Redis,
         dispatcher: Dispatcher,
         log_writer: BackgroundLogWriter,
+        results: aioredis.Redis,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -84,6 +91,10 @@ class DataPlane:
             registry, settings.registry_cache_seconds, settings.max_rows_per_request
         )
         self.cache = cache
+        self.jobs = JobBook(
+            results, settings.cache_prefix, settings.job_ttl_seconds, settings.job_chunk_rows
+        )
+        self.dispatcher = dispatcher
         self.batcher = MicroBatcher(
             dispatcher.predict_batch,
             max_rows=settings.batch_max_rows,
@@ -108,12 +119,9 @@ class DataPlane:
 
     async def predict(self, model_type: str | None, version: str | None, payload: Any) -> Outcome:
         received_at = time.time()
-        if not isinstance(payload, dict) or "input_data" not in payload:
-            raise InvalidInput('the body must be a JSON object with an "input_data" field')
-        if extra := sorted(set(payload) - {"input_data"}):
-            raise InvalidInput(f"unknown fields in the body: {extra}")
+        input_data = _input_data(payload, allowed={"input_data"})
         meta = await self.resolve(model_type, version)
-        rows = self.catalog.validator(meta).validate(payload["input_data"])
+        rows = self.catalog.validator(meta).validate(input_data)
         request_id = request_id_var.get() or new_id()
         labels = (meta.model_type, meta.version)
         key = prediction_key(self.settings.cache_prefix, meta, rows)
@@ -201,3 +209,56 @@ class DataPlane:
             "deleted": [{"model_type": m.model_type, "version": m.version} for m in deleted],
             "purged_cache_entries": purged,
         }
+
+    async def submit_job(
+        self,
+        owner: str,
+        model_type: str | None,
+        version: str | None,
+        payload: Any,
+        idempotency: tuple[str, str] | None = None,
+    ) -> dict[str, str]:
+        """Validate, split into chunks and queue a job; `idempotency` is (key, body digest)."""
+        input_data = _input_data(payload, allowed={"input_data", "model_type", "version"})
+        for field in ("model_type", "version"):
+            if not isinstance(payload.get(field, ""), str):
+                raise InvalidInput(f"{field} must be a string")
+        meta = await self.resolve(
+            model_type or payload.get("model_type"), version or payload.get("version")
+        )
+        rows = self.catalog.validator(meta).validate(input_data, self.settings.job_max_rows)
+        job_id = new_id()
+        if idempotency is not None:
+            earlier = await self.jobs.claim_idempotency(owner, *idempotency, job_id)
+            if earlier is not None:
+                return await self.jobs.get(owner, earlier)
+        size = self.settings.job_chunk_rows
+        chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
+        await self.jobs.create(
+            job_id,
+            owner,
+            {
+                "job_id": job_id,
+                "model_type": meta.model_type,
+                "version": meta.version,
+                "sha256": meta.sha256,
+                "n_rows": len(rows),
+                "n_chunks": len(chunks),
+                "chunk_rows": size,
+                "created_at": time.time(),
+            },
+        )
+        await self.dispatcher.send_chunks(job_id, meta, chunks)
+        return await self.jobs.get(owner, job_id)
+
+    async def job_meta(self, info: dict[str, str]) -> ModelMetadata:
+        """The metadata a job ran with, even if its artifact was deleted since."""
+        return (await self.catalog.get()).resolve(info["model_type"], info["version"])
+
+
+def _input_data(payload: Any, allowed: set[str]) -> Any:
+    if not isinstance(payload, dict) or "input_data" not in payload:
+        raise InvalidInput('the body must be a JSON object with an "input_data" field')
+    if extra := sorted(set(payload) - allowed):
+        raise InvalidInput(f"unknown fields in the body: {extra}")
+    return payload["input_data"]

@@ -51,6 +51,16 @@ class ModelNotFound(ServingError):
     type = "model_not_found"
 
 
+class JobNotFound(ServingError):
+    status = HTTPStatus.NOT_FOUND
+    type = "job_not_found"
+
+
+class JobConflict(ServingError):
+    status = HTTPStatus.CONFLICT
+    type = "job_conflict"
+
+
 class InvalidModelName(ServingError):
     status = HTTPStatus.UNPROCESSABLE_ENTITY
     type = "invalid_model_name"

@@ -61,7 +61,8 @@ class InputValidator:
     def json_schema(self) -> dict[str, Any]:
         return self.row_model.model_json_schema(by_alias=True)
 
-    def validate(self, input_data: Any) -> list[list[Any]]:
+    def validate(self, input_data: Any, max_rows: int | None = None) -> list[list[Any]]:
+        max_rows = max_rows or self.max_rows
         rows = [input_data] if isinstance(input_data, dict) else input_data
         if not isinstance(rows, list):
             raise InvalidInput(
@@ -69,9 +70,9 @@ class InputValidator:
             )
         if not rows:
             raise InvalidInput("input_data is an empty list; send at least one row")
-        if len(rows) > self.max_rows:
+        if len(rows) > max_rows:
             raise InvalidInput(
-                f"too many rows: {len(rows)} > {self.max_rows} per request; "
+                f"too many rows: {len(rows)} > {max_rows} per request; "
                 "split the request or submit a job"
             )
         try:

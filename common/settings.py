@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(5.0, ge=0)
     batch_max_in_flight: int = Field(2, gt=0)
 
+    # Asynchronous jobs: rows are split into chunks of `job_chunk_rows`, each a task.
+    # Job state and results live in the result backend's Redis for `job_ttl_seconds`.
+    job_chunk_rows: int = Field(5000, gt=0)
+    job_max_rows: int = Field(1_000_000, gt=0)
+    job_max_body_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    job_ttl_seconds: int = Field(24 * 3600, gt=0)
+    job_inline_result_rows: int = Field(1000, ge=0)
+
     task_queue: str = "predictions"
     task_soft_time_limit_seconds: float = Field(50.0, gt=0)
     task_time_limit_seconds: float = Field(60.0, gt=0)

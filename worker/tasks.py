@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis
 from celery import Celery
 
@@ -17,8 +18,9 @@ from common import metrics
 from common.cache import models_epoch_key
 from common.db import PredictionLogRepo, create_log_engine, create_tables
 from common.errors import ServingError
+from common.jobs import TERMINAL, WorkerJobs
 from common.observability import request_id_var
-from common.protocol import PREDICT_TASK
+from common.protocol import PREDICT_CHUNK_TASK, PREDICT_TASK
 from common.registry import Registry
 from common.settings import Settings
 from common.store import create_store
@@ -34,6 +36,7 @@ class ProcessState:
     pid: int
     models: ModelCache
     log_repo: PredictionLogRepo
+    jobs: WorkerJobs
 
 
 class WorkerRuntime:
@@ -63,7 +66,63 @@ class WorkerRuntime:
             settings,
             read_epoch=lambda: cache_redis.get(epoch_key),  # type: ignore[arg-type, return-value]
         )
-        return ProcessState(os.getpid(), models, PredictionLogRepo(engine))
+        results_redis = redis.Redis.from_url(
+            settings.effective_result_backend_url, socket_timeout=5, socket_connect_timeout=2
+        )
+        jobs = WorkerJobs(results_redis, settings.cache_prefix, settings.job_ttl_seconds)
+        return ProcessState(os.getpid(), models, PredictionLogRepo(engine), jobs)
+
+    def predict_chunk(
+        self,
+        job_id: str,
+        index: int,
+        model_type: str,
+        version: str,
+        sha256: str,
+        rows: list[list[Any]],
+    ) -> str:
+        """One chunk of a job; the worker that records the last chunk finishes the job."""
+        state = self.state()
+        if state.jobs.status(job_id) in (None, *TERMINAL):
+            return "ignored"  # expired, cancelled or failed: no work to do
+        state.jobs.start(job_id, time.time())
+        labels = (model_type, version)
+        try:
+            model = state.models.get(model_type, version, sha256)
+            started = time.perf_counter()
+            result = model.predict(rows)
+            metrics.INFERENCE_DURATION.labels(*labels).observe(time.perf_counter() - started)
+        except ServingError as exc:
+            metrics.TASK_FAILURES.labels(*labels, exc.type).inc()
+            error = orjson.dumps(exc.to_dict()).decode()
+            if state.jobs.fail(job_id, error, time.time()):
+                state.log_repo.record([self._job_entry(state, job_id, exc)])
+            raise
+        outcome = state.jobs.record(job_id, index, orjson.dumps(result), len(rows), time.time())
+        metrics.TASKS.labels(*labels, "ok").inc()
+        if outcome == "finished":
+            state.log_repo.record([self._job_entry(state, job_id, None)])
+        return outcome
+
+    @staticmethod
+    def _job_entry(state: ProcessState, job_id: str, error: ServingError | None) -> dict[str, Any]:
+        """The job's one log row: its size and where its results are, not the rows."""
+        info = state.jobs.info(job_id)
+        created = float(info.get("created_at", time.time()))
+        return {
+            "request_id": job_id,
+            "created_at": datetime.now(UTC),
+            "model_type": info.get("model_type", ""),
+            "version": info.get("version", ""),
+            "n_rows": int(info.get("n_rows", 0)),
+            "input": {"job_id": job_id, "rows": int(info.get("n_rows", 0))},
+            "output": None if error else {"results": f"/jobs/{job_id}/results"},
+            "latency_ms": max(0.0, (time.time() - created) * 1000),
+            "cached": False,
+            "status": "ok" if error is None else "error",
+            "error": None if error is None else f"{error.type}: {error.message}",
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+        }
 
     def predict(
         self,
@@ -154,5 +213,20 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         token = request_id_var.set(",".join(str(segment[0]) for segment in segments))
         try:
             return runtime.predict(model_type, version, sha256, rows, segments)
+        finally:
+            request_id_var.reset(token)
+
+    @app.task(name=PREDICT_CHUNK_TASK)  # type: ignore[untyped-decorator]
+    def predict_chunk(
+        job_id: str,
+        index: int,
+        model_type: str,
+        version: str,
+        sha256: str,
+        rows: list[list[Any]],
+    ) -> str:
+        token = request_id_var.set(job_id)
+        try:
+            return runtime.predict_chunk(job_id, index, model_type, version, sha256, rows)
         finally:
             request_id_var.reset(token)

@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from api.deps import ModelTypePath, ReaderDep, ServicesDep, VersionPath
+from api.deps import Caller, ModelTypePath, ReaderDep, ServicesDep, VersionPath
 from api.examples import EXAMPLE_ROW
 from api.responses import errors, read_json
+from api.routes import jobs
 from common.schemas import PredictResponse
 
 router = APIRouter(tags=["predictions"])
@@ -49,23 +50,34 @@ ROUTE: dict[str, Any] = {
 
 
 async def _predict(
-    request: Request, services: ServicesDep, model_type: str | None, version: str | None
+    request: Request,
+    services: ServicesDep,
+    caller: Caller,
+    model_type: str | None,
+    version: str | None,
 ) -> Response:
+    if "respond-async" in request.headers.get("prefer", "").lower():
+        # RFC 7240: the same prediction as a job, answered 202 with its status URL.
+        response = await jobs.submit(
+            request, services, caller, model_type, version, request.headers.get("idempotency-key")
+        )
+        response.headers["Preference-Applied"] = "respond-async"
+        return response
     payload = await read_json(request, services.settings.max_body_bytes)
     outcome = await services.plane.predict(model_type, version, payload)
     return Response(outcome.to_json(), media_type="application/json")
 
 
 @router.post("/predict", summary="Predict with the active model", **ROUTE)
-async def predict_active(request: Request, services: ServicesDep, _: ReaderDep) -> Response:
-    return await _predict(request, services, None, None)
+async def predict_active(request: Request, services: ServicesDep, caller: ReaderDep) -> Response:
+    return await _predict(request, services, caller, None, None)
 
 
 @router.post("/predict/{model_type}", summary="Predict with a type's active version", **ROUTE)
 async def predict_type(
-    model_type: ModelTypePath, request: Request, services: ServicesDep, _: ReaderDep
+    model_type: ModelTypePath, request: Request, services: ServicesDep, caller: ReaderDep
 ) -> Response:
-    return await _predict(request, services, model_type, None)
+    return await _predict(request, services, caller, model_type, None)
 
 
 @router.post("/predict/{model_type}/{version}", summary="Predict with one version", **ROUTE)
@@ -74,6 +86,6 @@ async def predict_version(
     version: VersionPath,
     request: Request,
     services: ServicesDep,
-    _: ReaderDep,
+    caller: ReaderDep,
 ) -> Response:
-    return await _predict(request, services, model_type, version)
+    return await _predict(request, services, caller, model_type, version)

@@ -77,8 +77,10 @@ class Stack:
     def registry(self) -> Registry:
         return Registry(create_store(self.settings))
 
-    def client(self, key: str | None = READER_KEY, **kwargs: Any) -> httpx.Client:
-        headers = {"X-API-Key": key} if key else {}
+    def client(
+        self, key: str | None = READER_KEY, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Client:
+        headers = ({"X-API-Key": key} if key else {}) | (headers or {})
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
 
     def publish_demo(self, models: dict[str, TrainedModel]) -> None:

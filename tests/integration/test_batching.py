@@ -63,8 +63,9 @@ def test_mixed_models_and_invalid_requests_in_one_burst(
         got = [result["predictions"][0]["probabilities"][c] for c in classes]
         # A batch's BLAS kernels may round the last bit differently from another batch
         # size; a row of another request or model would be off by far more.
-        np.testing.assert_allclose(got, expected[model_type][seen[model_type]], rtol=1e-12,
-                                   atol=1e-15)
+        np.testing.assert_allclose(
+            got, expected[model_type][seen[model_type]], rtol=1e-12, atol=1e-15
+        )
         seen[model_type] += 1
     assert seen == {"xgboost": 40, "logistic_regression": 40}
 

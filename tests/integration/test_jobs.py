@@ -1,0 +1,150 @@
+"""Asynchronous jobs: submit, poll, page and download results, cancel, idempotency."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from common.training import TrainedModel, breast_cancer
+from tests.integration.stack import ADMIN_KEY, Stack
+
+pytestmark = pytest.mark.integration
+
+
+def rows(count: int, offset: float) -> tuple[np.ndarray, list[dict[str, float]]]:
+    x, _, names, _ = breast_cancer()
+    picked = x[np.arange(count) % len(x)].copy()
+    picked[:, 0] += offset + np.arange(count) * 1e-7  # distinct rows, in a known order
+    return picked, [dict(zip(names, map(float, r), strict=True)) for r in picked]
+
+
+def wait_for(client: httpx.Client, url: str, statuses: set[str], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        body = client.get(url).json()
+        seen.append(body["progress"]["rows_done"])
+        if body["status"] in statuses:
+            return body, seen
+        time.sleep(0.05)
+    raise AssertionError(f"job still {body['status']} after {timeout} s")
+
+
+def test_submit_and_poll_gives_the_sync_result(stack: Stack) -> None:
+    _, data = rows(5, 0.0011)
+    with stack.client() as client:
+        sync = client.post("/predict/xgboost/1", json={"input_data": data}).json()
+        submitted = client.post(
+            "/jobs", json={"input_data": data, "model_type": "xgboost", "version": "1"}
+        )
+        assert submitted.status_code == 202, submitted.text
+        job = submitted.json()
+        assert submitted.headers["location"] == job["status_url"] == f"/jobs/{job['job_id']}"
+        assert job["status"] in {"queued", "running", "succeeded"}
+        done, _ = wait_for(client, job["status_url"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == {"rows_done": 5, "rows_total": 5}
+    assert done["result"]["predictions"] == sync["predictions"]
+    assert done["started_at"] <= done["finished_at"]
+
+
+def test_prefer_respond_async_on_predict(stack: Stack) -> None:
+    _, data = rows(2, 0.0022)
+    with stack.client(headers={"Prefer": "respond-async"}) as client:
+        response = client.post("/predict/logistic_regression", json={"input_data": data})
+    assert response.status_code == 202, response.text
+    assert response.headers["preference-applied"] == "respond-async"
+    with stack.client() as client:
+        done, _ = wait_for(client, response.headers["location"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded" and done["model_type"] == "logistic_regression"
+    assert len(done["result"]["predictions"]) == 2
+
+
+def test_large_job_is_chunked_paged_and_logged_once(
+    stack: Stack, demo_models: dict[str, TrainedModel]
+) -> None:
+    n = 100_000
+    x, data = rows(n, 0.0033)
+    with stack.client() as client:
+        job = client.post("/jobs", json={"input_data": data, "model_type": "xgboost"}).json()
+        done, progress = wait_for(client, job["status_url"], {"succeeded", "failed"}, 120)
+        assert done["status"] == "succeeded", done
+        assert done["result"] is None  # too large to inline: page it or download it
+        assert progress == sorted(progress) and progress[-1] == n
+        pages = [
+            client.get(done["results_url"], params={"offset": o, "limit": 10_000}).json()
+            for o in range(0, n, 10_000)
+        ]
+        download = client.get(done["results_url"] + ".csv")
+        logs = client.get("/logs", params={"n_limit": 50}).json()
+    predictions = [p for page in pages for p in page["predictions"]]
+    assert len(predictions) == n and pages[0]["total"] == n
+    expected = demo_models["xgboost"].estimator.predict_proba(x)
+    got = np.array(
+        [[p["probabilities"]["malignant"], p["probabilities"]["benign"]] for p in predictions]
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-6)  # float32 model, in input order
+    table = list(csv.reader(io.StringIO(download.text)))
+    assert table[0] == ["row", "label", "p_malignant", "p_benign"]
+    assert len(table) == n + 1 and [int(r[0]) for r in table[1:]] == list(range(n))
+    assert [r[1] for r in table[1:]] == [p["label"] for p in predictions]
+    mine = [entry for entry in logs if entry["request_id"] == job["job_id"]]
+    assert len(mine) == 1
+    assert mine[0]["n_rows"] == n and mine[0]["output"]["results"] == done["results_url"]
+
+
+def test_cancel_and_other_keys_and_unknown_ids(stack: Stack) -> None:
+    _, data = rows(20_000, 0.0044)
+    with stack.client() as client:
+        job = client.post("/jobs", json={"input_data": data}).json()
+        cancelled = client.delete(job["status_url"])
+        again = client.delete(job["status_url"])
+        with stack.client(ADMIN_KEY) as other:
+            assert other.get(job["status_url"]).status_code == 404
+            assert other.delete(job["status_url"]).status_code == 404
+        unknown = client.get("/jobs/" + "0" * 24)
+        results = client.get(job["results_url"])
+        time.sleep(1)
+        final = client.get(job["status_url"]).json()
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert again.status_code == 409
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "job_not_found"
+    assert results.status_code == 409
+    assert final["status"] == "cancelled"  # chunks that ran later did not revive it
+
+
+def test_idempotency_key(stack: Stack) -> None:
+    _, data = rows(3, 0.0055)
+    with stack.client(headers={"Idempotency-Key": "nightly-2026-11-26"}) as client:
+        first = client.post("/jobs", json={"input_data": data}).json()
+        second = client.post("/jobs", json={"input_data": data}).json()
+        other_body = client.post("/jobs", json={"input_data": data[:2]})
+    assert first["job_id"] == second["job_id"]
+    assert other_body.status_code == 409
+    assert other_body.json()["error"]["details"]["job_id"] == first["job_id"]
+
+
+def test_failing_job_ends_failed_with_a_clear_error(
+    stack: Stack, demo_models: dict[str, TrainedModel]
+) -> None:
+    from common.cache import notify_registry_changed
+
+    trained = demo_models["xgboost"]
+    registry = stack.registry()
+    meta = registry.publish(trained.metadata | {"model_type": "broken_for_jobs"}, trained.artifact)
+    registry.store.put(meta.artifact_key, b"{" + trained.artifact[1:-1] + b"!")  # tampered
+    notify_registry_changed(stack.settings)
+    _, data = rows(3, 0.0066)
+    with stack.client() as client:
+        job = client.post("/jobs", json={"input_data": data, "model_type": "broken_for_jobs"})
+        assert job.status_code == 202, job.text
+        done, _ = wait_for(client, job.json()["status_url"], {"succeeded", "failed"})
+    assert done["status"] == "failed"
+    assert done["error"]["type"] == "artifact_rejected"
+    assert "checksum" in done["error"]["message"]
