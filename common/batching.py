@@ -90,14 +90,16 @@ class _Lane:
         try:
             result = await self.batcher.dispatch(self.meta, batch)
         except PredictionTimeout as exc:
+            offset = 0
             for request in batch:
-                _fail(
-                    request,
-                    PredictionTimeout(
-                        f"{exc.message}; request {request.request_id} is logged when it does",
-                        {**(exc.details or {}), "request_id": request.request_id},
-                    ),
-                )
+                details = {
+                    **(exc.details or {}),
+                    "request_id": request.request_id,
+                    "offset": offset,
+                    "rows": len(request.rows),
+                }
+                _fail(request, PredictionTimeout(exc.message, details))
+                offset += len(request.rows)
         except Exception as exc:
             for request in batch:
                 _fail(request, exc)

@@ -27,7 +27,14 @@ from common.cache import (
 )
 from common.catalog import CatalogCache
 from common.db import BackgroundLogWriter
-from common.errors import BackendUnavailable, InvalidInput, ModelNotFound, ServingError
+from common.errors import (
+    BackendUnavailable,
+    InvalidInput,
+    ModelNotFound,
+    PredictionDeferred,
+    PredictionTimeout,
+    ServingError,
+)
 from common.jobs import JobBook
 from common.observability import new_id, request_id_var
 from common.registry import ModelMetadata, Registry, artifact_deleted_error, check_name
@@ -117,7 +124,11 @@ class DataPlane:
             raise artifact_deleted_error(meta)
         return meta
 
-    async def predict(self, model_type: str | None, version: str | None, payload: Any) -> Outcome:
+    async def predict(
+        self, model_type: str | None, version: str | None, payload: Any, owner: str | None = None
+    ) -> Outcome:
+        """A prediction; past the deadline, with an `owner`, it becomes a job to poll
+        (PredictionDeferred carries the job) instead of an error."""
         received_at = time.time()
         input_data = _input_data(payload, allowed={"input_data"})
         meta = await self.resolve(model_type, version)
@@ -133,6 +144,12 @@ class DataPlane:
         else:
             try:
                 result = await self.batcher.predict(meta, request_id, rows, received_at)
+            except PredictionTimeout as exc:
+                metrics.PREDICTIONS.labels(*labels, exc.type).inc()
+                if owner is None:
+                    raise
+                job = await self.jobs.defer(owner, meta, exc.details, received_at)
+                raise PredictionDeferred(exc.message, job) from None
             except ServingError as exc:
                 metrics.PREDICTIONS.labels(*labels, exc.type).inc()
                 raise

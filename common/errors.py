@@ -102,6 +102,13 @@ class PredictionTimeout(ServingError):
     type = "prediction_timeout"
 
 
+class PredictionDeferred(ServingError):
+    """Not an error for the caller: the answer will be a job to poll (202)."""
+
+    status = HTTPStatus.ACCEPTED
+    type = "prediction_deferred"
+
+
 class BackendUnavailable(ServingError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     type = "backend_unavailable"

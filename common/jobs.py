@@ -10,6 +10,7 @@ a chunk's results as JSON, `job-idem:<owner>:<idempotency key>` the job a key ma
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -115,6 +116,7 @@ class JobBook:
     def __init__(self, client: Any, prefix: str, ttl: int, chunk_rows: int) -> None:
         self.client, self.prefix, self.ttl, self.chunk_rows = client, prefix, ttl, chunk_rows
         self._transition = client.register_script(TRANSITION)
+        self._record = client.register_script(RECORD_CHUNK)
 
     async def claim_idempotency(
         self, owner: str, key: str, body_digest: str, job_id: str
@@ -159,6 +161,8 @@ class JobBook:
         info = decode_hash(await self.client.hgetall(job_key(self.prefix, job_id)))
         if not info or info.get("owner") != owner:
             raise JobNotFound(f"no job {job_id!r} (unknown, expired, or another key's)")
+        if info["status"] == "queued" and "task_id" in info and await self.settle(job_id, info):
+            return await self.get(owner, job_id)
         return info
 
     async def cancel(self, owner: str, job_id: str, now: float) -> dict[str, str]:
@@ -193,3 +197,57 @@ class JobBook:
         start = offset - first * size
         stop = start + (end - offset)
         return {"labels": labels[start:stop], "probabilities": probabilities[start:stop]}
+
+    async def defer(
+        self, owner: str, meta: Any, details: dict[str, Any], created_at: float
+    ) -> dict[str, str]:
+        """Turn a synchronous request past its deadline into a job: its result will be
+        its slice of the task's result, picked up by whichever API process is asked."""
+        job_id = details["request_id"]
+        await self.create(
+            job_id,
+            owner,
+            {
+                "job_id": job_id,
+                "model_type": meta.model_type,
+                "version": meta.version,
+                "sha256": meta.sha256,
+                "n_rows": details["rows"],
+                "n_chunks": 1,
+                "chunk_rows": details["rows"],
+                "created_at": created_at,
+                "task_id": details["task_id"],
+                "task_offset": details["offset"],
+            },
+        )
+        return await self.get(owner, job_id)
+
+    async def settle(self, job_id: str, info: dict[str, str]) -> bool:
+        """For a deferred request: record the task's result if it has one. True if done."""
+        import orjson
+
+        from common import errors
+        from common.protocol import RESULT_KEY_PREFIX
+
+        raw = await self.client.get(RESULT_KEY_PREFIX + info["task_id"])
+        meta = orjson.loads(raw) if raw else {}
+        now = time.time()
+        if meta.get("status") == "SUCCESS":
+            start, n = int(info["task_offset"]), int(info["n_rows"])
+            part = {k: meta["result"][k][start : start + n] for k in ("labels", "probabilities")}
+            await self._record(
+                keys=[job_key(self.prefix, job_id), chunk_key(self.prefix, job_id, 0)],
+                args=[orjson.dumps(part), n, now, self.ttl],
+            )
+            return True
+        if meta.get("status") == "FAILURE":
+            failure = meta.get("result") or {}
+            error = errors.from_task_failure(
+                str(failure.get("exc_type")), failure.get("exc_message"), failure.get("exc_module")
+            )
+            await self._transition(
+                keys=[job_key(self.prefix, job_id)],
+                args=["failed", now, orjson.dumps(error.to_dict()).decode(), "queued", "running"],
+            )
+            return True
+        return False

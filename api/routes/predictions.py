@@ -10,6 +10,8 @@ from api.deps import Caller, ModelTypePath, ReaderDep, ServicesDep, VersionPath
 from api.examples import EXAMPLE_ROW
 from api.responses import errors, read_json
 from api.routes import jobs
+from api.routes.jobs import JobStatus
+from common.errors import PredictionDeferred
 from common.schemas import PredictResponse
 
 router = APIRouter(tags=["predictions"])
@@ -45,7 +47,14 @@ ROUTE: dict[str, Any] = {
     "status_code": 200,
     "response_model": PredictResponse,
     "openapi_extra": REQUEST_BODY,
-    "responses": errors(400, 401, 404, 413, 422, 503, 504),
+    "responses": {
+        202: {
+            "model": JobStatus,
+            "description": "with `Prefer: respond-async`, or past the "
+            "deadline: the prediction as a job; poll the `Location`",
+        },
+        **errors(400, 401, 404, 413, 422, 503),
+    },
 }
 
 
@@ -64,7 +73,11 @@ async def _predict(
         response.headers["Preference-Applied"] = "respond-async"
         return response
     payload = await read_json(request, services.settings.max_body_bytes)
-    outcome = await services.plane.predict(model_type, version, payload)
+    try:
+        outcome = await services.plane.predict(model_type, version, payload, caller.owner)
+    except PredictionDeferred as deferred:
+        # Past the deadline: the same prediction, as a job the caller can poll.
+        return jobs.accepted(await jobs.render(services, deferred.details))
     return Response(outcome.to_json(), media_type="application/json")
 
 

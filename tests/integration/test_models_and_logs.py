@@ -82,7 +82,7 @@ def test_docs_pages_and_examples(stack: Stack) -> None:
     predict = spec["paths"]["/predict"]["post"]
     examples = predict["requestBody"]["content"]["application/json"]["examples"]
     assert examples["one row"]["value"]["input_data"] == EXAMPLE_ROW
-    assert {"401", "404", "422", "504"} <= set(predict["responses"])
+    assert {"202", "401", "404", "422"} <= set(predict["responses"])
     assert "APIKeyHeader" in spec["components"]["securitySchemes"]
 
 

@@ -14,7 +14,7 @@ from tests.integration.stack import Stack, scrape, total
 pytestmark = pytest.mark.integration
 
 
-def test_deadline_gives_504_and_the_task_survives(make_stack: Callable[..., Stack]) -> None:
+def test_past_the_deadline_the_request_becomes_a_job(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack("stalled", predict_timeout_seconds=1.5)
     worker = next(p for p in stack.processes if p.name.startswith("worker"))
     worker.stop()
@@ -25,21 +25,24 @@ def test_deadline_gives_504_and_the_task_survives(make_stack: Callable[..., Stac
         started = time.monotonic()
         response = client.post("/predict", json={"input_data": EXAMPLE_ROW})
         waited = time.monotonic() - started
-        assert response.status_code == 504, response.text
-        error = response.json()["error"]
-        assert error["type"] == "prediction_timeout"
-        assert error["details"]["task_id"] in error["message"]
+        assert response.status_code == 202, response.text
         assert 1.4 < waited < 5
-        request_id = error["details"]["request_id"]
+        job = response.json()
+        assert job["status"] == "queued" and response.headers["location"] == job["status_url"]
         queue = scrape(stack.url + "/metrics")
         assert total(queue, "serving_queue_depth") == 1
         assert 1.4 < total(queue, "serving_queue_oldest_task_age_seconds") < 30
+        assert client.get(job["status_url"]).json()["status"] == "queued"
         stack.start_worker("worker-again")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            logs = client.get("/logs", params={"n_limit": 10}).json()
-            if [e for e in logs if e["request_id"] == request_id]:
+            done = client.get(job["status_url"]).json()
+            if done["status"] != "queued":
                 break
             time.sleep(0.2)
-    mine = [e for e in logs if e["request_id"] == request_id]
+        sync = client.post("/predict", json={"input_data": EXAMPLE_ROW}).json()
+        logs = client.get("/logs", params={"n_limit": 10}).json()
+    assert done["status"] == "succeeded", done
+    assert done["result"]["predictions"] == sync["predictions"]
+    mine = [e for e in logs if e["request_id"] == job["job_id"]]
     assert len(mine) == 1 and mine[0]["status"] == "ok"
