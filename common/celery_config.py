@@ -24,6 +24,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # back to the queue instead of being lost.
         "task_acks_late": True,
         "worker_prefetch_multiplier": 1,
+        # A pool process killed mid-task (OOM, SIGKILL) puts its task back on the queue
+        # instead of acknowledging it as failed. Tasks are idempotent: a chunk or a
+        # request is recorded once however often it runs.
+        "task_reject_on_worker_lost": True,
+        # Task events for Flower (and anyone else watching the broker).
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
         "task_soft_time_limit": settings.task_soft_time_limit_seconds,
         "task_time_limit": settings.task_time_limit_seconds,
         "result_expires": settings.result_expires_seconds,

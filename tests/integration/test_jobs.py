@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import signal
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -148,3 +152,32 @@ def test_failing_job_ends_failed_with_a_clear_error(
     assert done["status"] == "failed"
     assert done["error"]["type"] == "artifact_rejected"
     assert "checksum" in done["error"]["message"]
+
+
+def pool_processes(worker_pid: int) -> list[int]:
+    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def test_a_killed_pool_process_loses_nothing(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack("sigkill", job_chunk_rows=2000)
+    worker = next(p for p in stack.processes if p.name.startswith("worker"))
+    n = 60_000
+    _, data = rows(n, 0.0077)
+    with stack.client() as client:
+        job = client.post("/jobs", json={"input_data": data, "model_type": "xgboost"}).json()
+        deadline = time.monotonic() + 60
+        while client.get(job["status_url"]).json()["progress"]["rows_done"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        victims = pool_processes(worker.pid)
+        for pid in victims:  # mid-job: both pool processes, while they hold chunks
+            os.kill(pid, signal.SIGKILL)
+        done, _ = wait_for(client, job["status_url"], {"succeeded", "failed"}, 120)
+        page = client.get(done["results_url"], params={"offset": n - 10, "limit": 10}).json()
+        logs = client.get("/logs", params={"n_limit": 20}).json()
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == {"rows_done": n, "rows_total": n}
+    assert page["total"] == n and len(page["predictions"]) == 10
+    assert not set(victims) & set(pool_processes(worker.pid))  # they were replaced
+    assert len([e for e in logs if e["request_id"] == job["job_id"]]) == 1
