@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_SKOPS_TRUSTED_TYPES)
     )
 
+    # Flower, as `make run` starts it (on 127.0.0.1 only): "user:password"; when unset,
+    # `make run` makes a development password and prints it.
+    flower_basic_auth: SecretStr | None = None
+    flower_port: int = Field(5555, gt=0, le=65535)
+
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

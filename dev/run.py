@@ -1,8 +1,9 @@
 """`make run`: the whole stack on this machine with its embedded defaults.
 
 Uses the Redis at SERVING_REDIS_URL when it answers, else starts a private one; publishes
-the demo models if the store is empty; runs a worker and the API on http://localhost:8000
-and prints the development API keys. Ctrl-C stops everything this started.
+the demo models if the store is empty; runs a worker, the API on http://localhost:8000 and
+Flower on http://127.0.0.1:5555 (basic auth), and prints the development keys and
+password. Ctrl-C stops everything this started.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from common.settings import get_settings
+from common.settings import Settings, get_settings
+from dev.flower import start_flower
 from dev.services import ManagedProcess, redis_answers, start_redis, tcp_open, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +45,13 @@ def ensure_redis(url: str) -> tuple[str, ManagedProcess | None]:
     proc, private_url = start_redis(STATE / "redis")
     print(f"no Redis at {url}; started a private one at {private_url}")
     return private_url, proc
+
+
+def flower_credentials(settings: Settings) -> tuple[str, str]:
+    if settings.flower_basic_auth is not None:
+        user, _, password = settings.flower_basic_auth.get_secret_value().partition(":")
+        return user, password
+    return "admin", dev_key("flower-password")
 
 
 def api_healthy(key: str) -> bool:
@@ -90,10 +99,23 @@ def main() -> int:
             started.append(
                 ManagedProcess(name, args, STATE / f"{name}.log", env=env, cwd=ROOT).start()
             )
+        flower_user, flower_password = flower_credentials(settings)
+        flower, flower_url = start_flower(
+            settings.broker_url or redis_url,
+            settings.flower_port,
+            flower_user,
+            flower_password,
+            STATE / "flower.log",
+            env=env,
+        )
+        started.append(flower)
         wait_until(
             lambda: api_healthy(env["SERVING_API_KEYS"].split(",")[0]), 120, "the API with a worker"
         )
         announce(env["SERVING_API_KEYS"].split(",")[0], admin_key)
+        print(
+            f"  Flower: {flower_url} (user {flower_user}, password {flower_password})\n", flush=True
+        )
         while all(p.alive() for p in started):
             time.sleep(0.5)
         dead = [p for p in started if not p.alive()]

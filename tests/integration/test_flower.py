@@ -1,0 +1,51 @@
+"""Flower against the test broker: a job's tasks are found through Flower's HTTP API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from api.examples import EXAMPLE_ROW
+from dev.flower import start_flower
+from dev.services import free_port
+from tests.integration.stack import Stack
+
+pytestmark = pytest.mark.integration
+USER, PASSWORD = "ops", "flower-test-password"
+
+
+@pytest.fixture
+def flower(stack: Stack) -> Iterator[str]:
+    proc, url = start_flower(
+        stack.settings.effective_broker_url,
+        free_port(),
+        USER,
+        PASSWORD,
+        stack.tmp / "flower.log",
+        env=stack.env,
+    )
+    yield url
+    proc.stop()
+
+
+def test_a_jobs_tasks_show_in_flower(stack: Stack, flower: str) -> None:
+    time.sleep(1)  # Flower listens for events from now on
+    with stack.client() as client:
+        job = client.post("/jobs", json={"input_data": [EXAMPLE_ROW | {"mean area": 1234.5}]})
+    job_id = job.json()["job_id"]
+    assert httpx.get(flower + "/api/tasks").status_code == 401  # basic auth required
+    deadline = time.monotonic() + 30
+    found: list[dict[str, object]] = []
+    while not found and time.monotonic() < deadline:
+        tasks = httpx.get(
+            flower + "/api/tasks", params={"limit": 200}, auth=(USER, PASSWORD)
+        ).json()
+        found = [t for t in tasks.values() if job_id in str(t.get("args"))]
+        time.sleep(0.2)
+    assert found, "the job's task never showed in Flower"
+    task = found[0]
+    assert task["name"] == "serving.predict_chunk"
+    assert "<1 rows>" in str(task["args"])  # a summary, never the input rows
