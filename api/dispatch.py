@@ -13,7 +13,7 @@ from api.pubsub import ResultListener
 from common.batching import Request
 from common.celery_config import celery_config
 from common.errors import BackendUnavailable, PredictionTimeout
-from common.protocol import PREDICT_CHUNK_TASK, PREDICT_TASK
+from common.protocol import CALLBACK_TASK, PREDICT_CHUNK_TASK, PREDICT_TASK
 from common.registry import ModelMetadata
 from common.settings import Settings
 
@@ -80,5 +80,17 @@ class CeleryDispatcher:
 
         try:
             await asyncio.to_thread(send_all)
+        except OperationalError as exc:
+            raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None
+
+    async def send_callback(self, job_id: str) -> None:
+        try:
+            await asyncio.to_thread(
+                self.producer.send_task,
+                CALLBACK_TASK,
+                args=[job_id],
+                queue=self.queue,
+                ignore_result=True,
+            )
         except OperationalError as exc:
             raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None

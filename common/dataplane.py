@@ -25,6 +25,7 @@ from common.cache import (
     prediction_key,
     prediction_pattern,
 )
+from common.callbacks import check_callback_url
 from common.catalog import CatalogCache
 from common.db import BackgroundLogWriter
 from common.errors import (
@@ -49,6 +50,9 @@ class Dispatcher(Protocol):
         self, job_id: str, meta: ModelMetadata, chunks: list[list[list[Any]]]
     ) -> None:
         """Queue a job's chunks; workers record their results in the job's state."""
+
+    async def send_callback(self, job_id: str) -> None:
+        """Queue the delivery of a job's final status to its callback URL."""
 
 
 @dataclass
@@ -236,7 +240,17 @@ class DataPlane:
         idempotency: tuple[str, str] | None = None,
     ) -> dict[str, str]:
         """Validate, split into chunks and queue a job; `idempotency` is (key, body digest)."""
-        input_data = _input_data(payload, allowed={"input_data", "model_type", "version"})
+        input_data = _input_data(
+            payload, allowed={"input_data", "model_type", "version", "callback_url"}
+        )
+        extra: dict[str, Any] = {}
+        if "callback_url" in payload:
+            if self.settings.callback_secret is None:
+                raise InvalidInput(
+                    "this server signs no callbacks (SERVING_CALLBACK_SECRET is not set); "
+                    "poll the job instead"
+                )
+            extra["callback_url"] = check_callback_url(payload["callback_url"])
         for field in ("model_type", "version"):
             if not isinstance(payload.get(field, ""), str):
                 raise InvalidInput(f"{field} must be a string")
@@ -263,10 +277,17 @@ class DataPlane:
                 "n_chunks": len(chunks),
                 "chunk_rows": size,
                 "created_at": time.time(),
+                **extra,
             },
         )
         await self.dispatcher.send_chunks(job_id, meta, chunks)
         return await self.jobs.get(owner, job_id)
+
+    async def cancel_job(self, owner: str, job_id: str) -> dict[str, str]:
+        info = await self.jobs.cancel(owner, job_id, time.time())
+        if info.get("callback_url"):
+            await self.dispatcher.send_callback(job_id)
+        return info
 
     async def job_meta(self, info: dict[str, str]) -> ModelMetadata:
         """The metadata a job ran with, even if its artifact was deleted since."""

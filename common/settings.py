@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     job_ttl_seconds: int = Field(24 * 3600, gt=0)
     job_inline_result_rows: int = Field(1000, ge=0)
 
+    # Signs job callbacks (HMAC-SHA256); jobs with a callback_url are refused without it.
+    callback_secret: SecretStr | None = None
+    callback_max_attempts: int = Field(6, gt=0)
+
     task_queue: str = "predictions"
     task_soft_time_limit_seconds: float = Field(50.0, gt=0)
     task_time_limit_seconds: float = Field(60.0, gt=0)

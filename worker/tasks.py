@@ -14,13 +14,13 @@ import orjson
 import redis
 from celery import Celery
 
-from common import metrics
+from common import callbacks, metrics
 from common.cache import models_epoch_key
 from common.db import PredictionLogRepo, create_log_engine, create_tables
 from common.errors import ServingError
 from common.jobs import TERMINAL, WorkerJobs
 from common.observability import request_id_var
-from common.protocol import PREDICT_CHUNK_TASK, PREDICT_TASK
+from common.protocol import CALLBACK_TASK, PREDICT_CHUNK_TASK, PREDICT_TASK
 from common.registry import Registry
 from common.settings import Settings
 from common.store import create_store
@@ -97,12 +97,26 @@ class WorkerRuntime:
             error = orjson.dumps(exc.to_dict()).decode()
             if state.jobs.fail(job_id, error, time.time()):
                 state.log_repo.record([self._job_entry(state, job_id, exc)])
+                self.job_ended(job_id)
             raise
         outcome = state.jobs.record(job_id, index, orjson.dumps(result), len(rows), time.time())
         metrics.TASKS.labels(*labels, "ok").inc()
         if outcome == "finished":
             state.log_repo.record([self._job_entry(state, job_id, None)])
+            self.job_ended(job_id)
         return outcome
+
+    def job_ended(self, job_id: str) -> None:
+        """Queue the job's callback, if it asked for one (set by register_tasks)."""
+
+    def deliver_callback(self, job_id: str) -> int | None:
+        state = self.state()
+        info = state.jobs.info(job_id)
+        secret = self.settings.callback_secret
+        if not info.get("callback_url") or secret is None:
+            return None  # expired, or no callback asked for
+        body = orjson.dumps(callbacks.job_payload(info))
+        return callbacks.deliver(info["callback_url"], body, secret.get_secret_value())
 
     @staticmethod
     def _job_entry(state: ProcessState, job_id: str, error: ServingError | None) -> dict[str, Any]:
@@ -230,3 +244,24 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
             return runtime.predict_chunk(job_id, index, model_type, version, sha256, rows)
         finally:
             request_id_var.reset(token)
+
+    @app.task(
+        name=CALLBACK_TASK,
+        autoretry_for=(callbacks.CallbackFailed,),
+        retry_backoff=True,  # 1, 2, 4, ... seconds, with jitter, capped at 10 minutes
+        retry_backoff_max=600,
+        max_retries=runtime.settings.callback_max_attempts - 1,
+    )  # type: ignore[untyped-decorator]
+    def deliver_callback(job_id: str) -> int | None:
+        # A failed delivery is retried, and never changes the job's own status.
+        token = request_id_var.set(job_id)
+        try:
+            return runtime.deliver_callback(job_id)
+        finally:
+            request_id_var.reset(token)
+
+    def queue_callback(job_id: str) -> None:
+        if runtime.state().jobs.info(job_id).get("callback_url"):
+            deliver_callback.apply_async(args=[job_id], queue=runtime.settings.task_queue)
+
+    runtime.job_ended = queue_callback  # type: ignore[method-assign]

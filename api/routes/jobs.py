@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -190,7 +189,7 @@ async def job_status(job_id: JobId, services: ServicesDep, caller: ReaderDep) ->
     summary="Cancel a queued or running job",
 )
 async def cancel_job(job_id: JobId, services: ServicesDep, caller: ReaderDep) -> JobStatus:
-    info = await services.plane.jobs.cancel(caller.owner, job_id, time.time())
+    info = await services.plane.cancel_job(caller.owner, job_id)
     return await render(services, info)
 
 

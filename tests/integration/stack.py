@@ -23,6 +23,7 @@ from dev.services import ManagedProcess, free_port, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 READER_KEY = "reader-key-for-tests"
 ADMIN_KEY = "admin-key-for-tests"
+CALLBACK_SECRET = "callback-secret-for-tests"
 
 
 def stack_fields(
@@ -48,6 +49,7 @@ def stack_fields(
         "registry_cache_seconds": 60,
         "log_level": "INFO",
         "worker_metrics_port": free_port(),
+        "callback_secret": CALLBACK_SECRET,
     }
 
 
