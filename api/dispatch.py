@@ -13,7 +13,7 @@ from api.pubsub import ResultListener
 from common.batching import Request
 from common.celery_config import celery_config
 from common.errors import BackendUnavailable, PredictionTimeout
-from common.protocol import CALLBACK_TASK, PREDICT_CHUNK_TASK, PREDICT_TASK
+from common.protocol import CALLBACK_TASK, PREDICT_CHUNK_TASK, PREDICT_TASK, PREPARE_JOB_TASK
 from common.registry import ModelMetadata
 from common.settings import Settings
 
@@ -89,6 +89,18 @@ class CeleryDispatcher:
                 self.producer.send_task,
                 CALLBACK_TASK,
                 args=[job_id],
+                queue=self.queue,
+                ignore_result=True,
+            )
+        except OperationalError as exc:
+            raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None
+
+    async def send_prepare(self, job_id: str, input_object: str, meta: ModelMetadata) -> None:
+        try:
+            await asyncio.to_thread(
+                self.producer.send_task,
+                PREPARE_JOB_TASK,
+                args=[job_id, input_object, meta.model_type, meta.version, meta.sha256],
                 queue=self.queue,
                 ignore_result=True,
             )

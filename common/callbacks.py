@@ -15,13 +15,9 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlparse
 
-from common.errors import InvalidInput, ServingError
+from common.errors import CallbackFailed, InvalidInput
 
 SIGNATURE_HEADER = "X-Serving-Signature"
-
-
-class CallbackFailed(ServingError):
-    type = "callback_failed"
 
 
 def check_callback_url(url: Any) -> str:

@@ -40,6 +40,7 @@ from common.jobs import JobBook
 from common.observability import new_id, request_id_var
 from common.registry import ModelMetadata, Registry, artifact_deleted_error, check_name
 from common.settings import Settings
+from common.store import check_key
 
 
 class Dispatcher(Protocol):
@@ -53,6 +54,9 @@ class Dispatcher(Protocol):
 
     async def send_callback(self, job_id: str) -> None:
         """Queue the delivery of a job's final status to its callback URL."""
+
+    async def send_prepare(self, job_id: str, input_object: str, meta: ModelMetadata) -> None:
+        """Queue the reading of a job's input object, which then queues its chunks."""
 
 
 @dataclass
@@ -239,32 +243,30 @@ class DataPlane:
         payload: Any,
         idempotency: tuple[str, str] | None = None,
     ) -> dict[str, str]:
-        """Validate, split into chunks and queue a job; `idempotency` is (key, body digest)."""
-        input_data = _input_data(
-            payload, allowed={"input_data", "model_type", "version", "callback_url"}
-        )
-        extra: dict[str, Any] = {}
-        if "callback_url" in payload:
-            if self.settings.callback_secret is None:
-                raise InvalidInput(
-                    "this server signs no callbacks (SERVING_CALLBACK_SECRET is not set); "
-                    "poll the job instead"
-                )
-            extra["callback_url"] = check_callback_url(payload["callback_url"])
-        for field in ("model_type", "version"):
-            if not isinstance(payload.get(field, ""), str):
-                raise InvalidInput(f"{field} must be a string")
+        """Validate and queue a job of inline rows (split into chunks here) or of a CSV
+        object in the model store (read and split by a worker); `idempotency` is
+        (key, body digest)."""
+        extra = self._job_options(payload)
         meta = await self.resolve(
             model_type or payload.get("model_type"), version or payload.get("version")
         )
-        rows = self.catalog.validator(meta).validate(input_data, self.settings.job_max_rows)
+        size = self.settings.job_chunk_rows
+        if "input_object" in payload:
+            key = payload["input_object"]
+            if not isinstance(key, str):
+                raise InvalidInput("input_object must be the key of a CSV object in the store")
+            chunks, n_rows, extra["input_object"] = [], 0, check_key(key)
+        else:
+            rows = self.catalog.validator(meta).validate(
+                payload["input_data"], self.settings.job_max_rows
+            )
+            chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
+            n_rows = len(rows)
         job_id = new_id()
         if idempotency is not None:
             earlier = await self.jobs.claim_idempotency(owner, *idempotency, job_id)
             if earlier is not None:
                 return await self.jobs.get(owner, earlier)
-        size = self.settings.job_chunk_rows
-        chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
         await self.jobs.create(
             job_id,
             owner,
@@ -273,15 +275,41 @@ class DataPlane:
                 "model_type": meta.model_type,
                 "version": meta.version,
                 "sha256": meta.sha256,
-                "n_rows": len(rows),
+                "n_rows": n_rows,
                 "n_chunks": len(chunks),
                 "chunk_rows": size,
                 "created_at": time.time(),
                 **extra,
             },
         )
-        await self.dispatcher.send_chunks(job_id, meta, chunks)
+        if "input_object" in extra:
+            await self.dispatcher.send_prepare(job_id, extra["input_object"], meta)
+        else:
+            await self.dispatcher.send_chunks(job_id, meta, chunks)
         return await self.jobs.get(owner, job_id)
+
+    def _job_options(self, payload: Any) -> dict[str, Any]:
+        allowed = {"input_data", "input_object", "model_type", "version", "callback_url"}
+        if not isinstance(payload, dict):
+            raise InvalidInput("the body must be a JSON object")
+        if unknown := sorted(set(payload) - allowed):
+            raise InvalidInput(f"unknown fields in the body: {unknown}")
+        if ("input_data" in payload) == ("input_object" in payload):
+            raise InvalidInput(
+                'send either "input_data" (rows) or "input_object" (the key of a CSV '
+                "object in the model store)"
+            )
+        for field in ("model_type", "version"):
+            if not isinstance(payload.get(field, ""), str):
+                raise InvalidInput(f"{field} must be a string")
+        if "callback_url" not in payload:
+            return {}
+        if self.settings.callback_secret is None:
+            raise InvalidInput(
+                "this server signs no callbacks (SERVING_CALLBACK_SECRET is not set); "
+                "poll the job instead"
+            )
+        return {"callback_url": check_callback_url(payload["callback_url"])}
 
     async def cancel_job(self, owner: str, job_id: str) -> dict[str, str]:
         info = await self.jobs.cancel(owner, job_id, time.time())

@@ -109,6 +109,13 @@ class PredictionDeferred(ServingError):
     type = "prediction_deferred"
 
 
+class CallbackFailed(ServingError):
+    """A job's callback URL did not take the delivery (retried; never fails the job)."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    type = "callback_failed"
+
+
 class BackendUnavailable(ServingError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     type = "backend_unavailable"

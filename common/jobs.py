@@ -43,7 +43,10 @@ end
 redis.call('HINCRBY', KEYS[1], 'rows_done', ARGV[2])
 local done = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
 if done >= tonumber(redis.call('HGET', KEYS[1], 'n_chunks')) then
-  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[3])
+  -- A job read from an object stays running until its results object is written.
+  if redis.call('HEXISTS', KEYS[1], 'input_object') == 0 then
+    redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[3])
+  end
   return 'finished'
 end
 return 'counted'
@@ -105,6 +108,31 @@ class WorkerJobs:
 
     def info(self, job_id: str) -> dict[str, str]:
         return decode_hash(self.client.hgetall(job_key(self.prefix, job_id)))
+
+    def prepare(self, job_id: str, n_rows: int, n_chunks: int, chunk_rows: int) -> None:
+        """Size a job whose rows were read by the worker (an input object)."""
+        self.client.hset(
+            job_key(self.prefix, job_id),
+            mapping={"n_rows": n_rows, "n_chunks": n_chunks, "chunk_rows": chunk_rows},
+        )
+
+    def all_results(self, job_id: str, n_chunks: int) -> tuple[list[Any], list[Any]]:
+        import orjson
+
+        labels: list[Any] = []
+        probabilities: list[Any] = []
+        keys = [chunk_key(self.prefix, job_id, i) for i in range(n_chunks)]
+        for raw in self.client.mget(keys):
+            chunk = orjson.loads(raw)
+            labels.extend(chunk["labels"])
+            probabilities.extend(chunk["probabilities"])
+        return labels, probabilities
+
+    def succeed_with_object(self, job_id: str, output_object: str, now: float) -> None:
+        self.client.hset(job_key(self.prefix, job_id), "output_object", output_object)
+        self._transition(
+            keys=[job_key(self.prefix, job_id)], args=["succeeded", now, "", "running"]
+        )
 
 
 class JobBook:

@@ -6,6 +6,7 @@ The API enqueues by name, so it never imports the worker or any ML library.
 PREDICT_TASK = "serving.predict"
 PREDICT_CHUNK_TASK = "serving.predict_chunk"
 CALLBACK_TASK = "serving.deliver_callback"
+PREPARE_JOB_TASK = "serving.prepare_job"
 
 # Celery's Redis result backend stores and publishes each result under this prefix.
 RESULT_KEY_PREFIX = "celery-task-meta-"

@@ -39,6 +39,9 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
     def describe(self) -> str: ...
+    def location(self, key: str, seconds: int) -> str:
+        """Where a reader finds the object: a presigned URL, or a local path."""
+        ...
 
 
 class LocalStore:
@@ -89,6 +92,9 @@ class LocalStore:
     def describe(self) -> str:
         return f"local folder {self.root}"
 
+    def location(self, key: str, seconds: int) -> str:
+        return self._path(key).as_uri()
+
 
 class S3Store:
     def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
@@ -133,6 +139,16 @@ class S3Store:
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+    def location(self, key: str, seconds: int) -> str:
+        # S3 caps presigned URLs at seven days.
+        return str(
+            self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._key(key)},
+                ExpiresIn=min(seconds, 7 * 24 * 3600),
+            )
+        )
 
 
 def s3_client(settings: Settings) -> Any:

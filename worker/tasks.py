@@ -14,16 +14,16 @@ import orjson
 import redis
 from celery import Celery
 
-from common import callbacks, metrics
+from common import callbacks, job_objects, metrics
 from common.cache import models_epoch_key
 from common.db import PredictionLogRepo, create_log_engine, create_tables
-from common.errors import ServingError
+from common.errors import CallbackFailed, InvalidInput, ServingError
 from common.jobs import TERMINAL, WorkerJobs
 from common.observability import request_id_var
-from common.protocol import CALLBACK_TASK, PREDICT_CHUNK_TASK, PREDICT_TASK
+from common.protocol import CALLBACK_TASK, PREDICT_CHUNK_TASK, PREDICT_TASK, PREPARE_JOB_TASK
 from common.registry import Registry
 from common.settings import Settings
-from common.store import create_store
+from common.store import ObjectMissing, create_store
 from worker.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
@@ -94,17 +94,58 @@ class WorkerRuntime:
             metrics.INFERENCE_DURATION.labels(*labels).observe(time.perf_counter() - started)
         except ServingError as exc:
             metrics.TASK_FAILURES.labels(*labels, exc.type).inc()
-            error = orjson.dumps(exc.to_dict()).decode()
-            if state.jobs.fail(job_id, error, time.time()):
-                state.log_repo.record([self._job_entry(state, job_id, exc)])
-                self.job_ended(job_id)
+            self._fail_job(state, job_id, exc)
             raise
         outcome = state.jobs.record(job_id, index, orjson.dumps(result), len(rows), time.time())
         metrics.TASKS.labels(*labels, "ok").inc()
         if outcome == "finished":
+            info = state.jobs.info(job_id)
+            if "input_object" in info:
+                self._write_results_object(state, job_id, info)
             state.log_repo.record([self._job_entry(state, job_id, None)])
             self.job_ended(job_id)
         return outcome
+
+    def _fail_job(self, state: ProcessState, job_id: str, exc: ServingError) -> None:
+        if state.jobs.fail(job_id, orjson.dumps(exc.to_dict()).decode(), time.time()):
+            state.log_repo.record([self._job_entry(state, job_id, exc)])
+            self.job_ended(job_id)
+
+    def _write_results_object(self, state: ProcessState, job_id: str, info: dict[str, str]) -> None:
+        registry = state.models.registry
+        meta = registry.metadata(info["model_type"], info["version"])
+        labels, probabilities = state.jobs.all_results(job_id, int(info["n_chunks"]))
+        key = job_objects.output_key(info["input_object"])
+        registry.store.put(key, job_objects.results_csv(meta, labels, probabilities))
+        state.jobs.succeed_with_object(job_id, key, time.time())
+
+    def prepare_job(
+        self, job_id: str, input_object: str, model_type: str, version: str, sha256: str
+    ) -> int:
+        """Read a job's CSV object, size the job and queue its chunks; the chunk count."""
+        state = self.state()
+        if state.jobs.status(job_id) in (None, *TERMINAL):
+            return 0
+        registry = state.models.registry
+        try:
+            meta = registry.metadata(model_type, version)
+            try:
+                data = registry.store.get(input_object)
+            except ObjectMissing:
+                raise InvalidInput(f"no object {input_object!r} in the store") from None
+            rows = job_objects.parse_csv(data, meta, self.settings.job_max_rows)
+        except ServingError as exc:
+            self._fail_job(state, job_id, exc)
+            return 0
+        size = self.settings.job_chunk_rows
+        chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
+        state.jobs.prepare(job_id, len(rows), len(chunks), size)
+        for index, chunk in enumerate(chunks):
+            self.send_chunk([job_id, index, model_type, version, sha256, chunk])
+        return len(chunks)
+
+    def send_chunk(self, args: list[Any]) -> None:
+        """Queue one chunk task (set by register_tasks)."""
 
     def job_ended(self, job_id: str) -> None:
         """Queue the job's callback, if it asked for one (set by register_tasks)."""
@@ -247,7 +288,7 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
 
     @app.task(
         name=CALLBACK_TASK,
-        autoretry_for=(callbacks.CallbackFailed,),
+        autoretry_for=(CallbackFailed,),
         retry_backoff=True,  # 1, 2, 4, ... seconds, with jitter, capped at 10 minutes
         retry_backoff_max=600,
         max_retries=runtime.settings.callback_max_attempts - 1,
@@ -265,3 +306,24 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
             deliver_callback.apply_async(args=[job_id], queue=runtime.settings.task_queue)
 
     runtime.job_ended = queue_callback  # type: ignore[method-assign]
+
+    @app.task(name=PREPARE_JOB_TASK)  # type: ignore[untyped-decorator]
+    def prepare_job(
+        job_id: str, input_object: str, model_type: str, version: str, sha256: str
+    ) -> int:
+        token = request_id_var.set(job_id)
+        try:
+            return runtime.prepare_job(job_id, input_object, model_type, version, sha256)
+        finally:
+            request_id_var.reset(token)
+
+    def send_chunk(args: list[Any]) -> None:
+        predict_chunk.apply_async(
+            args=args,
+            queue=runtime.settings.task_queue,
+            ignore_result=True,
+            argsrepr=f"({args[0]!r}, chunk {args[1]}, {args[2]!r}, {args[3]!r}, "
+            f"<{len(args[5])} rows>)",
+        )
+
+    runtime.send_chunk = send_chunk  # type: ignore[method-assign]

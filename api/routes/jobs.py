@@ -43,6 +43,9 @@ class JobStatus(BaseModel):
     results_url: str
     result: PredictResponse | None = None
     error: dict[str, Any] | None = None
+    input_object: str | None = None
+    output_object: str | None = None
+    output_location: str | None = None  # a presigned URL (S3) or a file URI
 
 
 class ResultsPage(BaseModel):
@@ -60,8 +63,15 @@ JOB_BODY: dict[str, Any] = {
             "application/json": {
                 "schema": {
                     "type": "object",
-                    "required": ["input_data"],
                     "properties": {
+                        "input_object": {
+                            "type": "string",
+                            "description": "instead of input_data: a CSV object's key in the store",
+                        },
+                        "callback_url": {
+                            "type": "string",
+                            "description": "receives the final status, HMAC-signed",
+                        },
                         "input_data": {
                             "anyOf": [
                                 {"type": "object"},
@@ -104,6 +114,13 @@ async def render(services: Services, info: dict[str, str]) -> JobStatus:
         status_url=f"/jobs/{job_id}",
         results_url=f"/jobs/{job_id}/results",
     )
+    if "input_object" in info:
+        status.input_object = info["input_object"]
+    if "output_object" in info:
+        status.output_object = info["output_object"]
+        status.output_location = services.plane.registry.store.location(
+            info["output_object"], services.settings.job_ttl_seconds
+        )
     if "error" in info:
         import orjson
 

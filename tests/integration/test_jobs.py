@@ -181,3 +181,59 @@ def test_a_killed_pool_process_loses_nothing(make_stack: Callable[..., Stack]) -
     assert page["total"] == n and len(page["predictions"]) == 10
     assert not set(victims) & set(pool_processes(worker.pid))  # they were replaced
     assert len([e for e in logs if e["request_id"] == job["job_id"]]) == 1
+
+
+def csv_bytes(x: np.ndarray, names: list[str], drop: str | None = None) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    columns = [n for n in names if n != drop]
+    writer.writerow(["id", *columns])  # an id column the model does not use
+    for i, row in enumerate(x):
+        values = dict(zip(names, row, strict=True))
+        writer.writerow([f"patient-{i}", *(repr(float(values[c])) for c in columns)])
+    return buffer.getvalue().encode()
+
+
+def test_a_csv_object_in_the_store_is_scored_into_a_result_object(
+    stack: Stack, demo_models: dict[str, TrainedModel]
+) -> None:
+    x, _ = rows(12_000, 0.0088)
+    _, _, names, _ = breast_cancer()
+    store = stack.registry().store
+    store.put("inputs/batch-1.csv", csv_bytes(x, names))
+    with stack.client() as client:
+        job = client.post(
+            "/jobs", json={"input_object": "inputs/batch-1.csv", "model_type": "xgboost"}
+        )
+        assert job.status_code == 202, job.text
+        done, _ = wait_for(client, job.json()["status_url"], {"succeeded", "failed"}, 120)
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == {"rows_done": 12_000, "rows_total": 12_000}
+    assert done["output_object"] == "inputs/batch-1.predictions.csv"
+    assert done["output_location"].startswith(stack.fields["s3_endpoint_url"])
+    download = httpx.get(done["output_location"])  # the presigned URL, no credentials
+    assert download.status_code == 200
+    table = list(csv.reader(io.StringIO(download.text)))
+    assert table[0] == ["row", "label", "p_malignant", "p_benign"] and len(table) == 12_001
+    got = np.array([[float(r[2]), float(r[3])] for r in table[1:]])
+    np.testing.assert_allclose(got, demo_models["xgboost"].estimator.predict_proba(x), rtol=1e-6)
+    assert store.get("inputs/batch-1.predictions.csv") == download.content
+
+
+def test_a_bad_csv_object_fails_the_job_naming_the_problem(stack: Stack) -> None:
+    x, _ = rows(10, 0.0099)
+    _, _, names, _ = breast_cancer()
+    store = stack.registry().store
+    store.put("inputs/no-radius.csv", csv_bytes(x, names, drop="mean radius"))
+    with stack.client() as client:
+        missing = client.post("/jobs", json={"input_object": "inputs/no-radius.csv"}).json()
+        absent = client.post("/jobs", json={"input_object": "inputs/absent.csv"}).json()
+        both = client.post("/jobs", json={"input_object": "a.csv", "input_data": []})
+        escape = client.post("/jobs", json={"input_object": "../../etc/passwd"})
+        failed = [
+            wait_for(client, j["status_url"], {"succeeded", "failed"})[0] for j in (missing, absent)
+        ]
+    assert [f["status"] for f in failed] == ["failed", "failed"]
+    assert "mean radius" in failed[0]["error"]["message"]
+    assert "no object 'inputs/absent.csv'" in failed[1]["error"]["message"]
+    assert both.status_code == 422 and escape.status_code == 422
