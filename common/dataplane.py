@@ -157,6 +157,7 @@ class DataPlane:
                 if owner is None:
                     raise
                 job = await self.jobs.defer(owner, meta, exc.details, received_at)
+                metrics.JOBS.labels("submitted").inc()
                 raise PredictionDeferred(exc.message, job) from None
             except ServingError as exc:
                 metrics.PREDICTIONS.labels(*labels, exc.type).inc()
@@ -286,6 +287,7 @@ class DataPlane:
             await self.dispatcher.send_prepare(job_id, extra["input_object"], meta)
         else:
             await self.dispatcher.send_chunks(job_id, meta, chunks)
+        metrics.JOBS.labels("submitted").inc()
         return await self.jobs.get(owner, job_id)
 
     def _job_options(self, payload: Any) -> dict[str, Any]:
@@ -313,6 +315,7 @@ class DataPlane:
 
     async def cancel_job(self, owner: str, job_id: str) -> dict[str, str]:
         info = await self.jobs.cancel(owner, job_id, time.time())
+        metrics.JOBS.labels("cancelled").inc()
         if info.get("callback_url"):
             await self.dispatcher.send_callback(job_id)
         return info

@@ -58,6 +58,11 @@ BATCH_SIZE = Histogram(
 CACHE_LOOKUPS = Counter(
     "serving_cache_lookups_total", "Prediction cache lookups", [*MODEL, "result"]
 )
+JOBS = Counter(
+    "serving_jobs_total",
+    "Jobs submitted (API) and ended (succeeded, failed: worker; cancelled: API)",
+    ["status"],
+)
 # Queue depth and age are read from the broker when /metrics is scraped:
 QUEUE_DEPTH = "serving_queue_depth"
 QUEUE_OLDEST_AGE = "serving_queue_oldest_task_age_seconds"

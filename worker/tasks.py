@@ -102,12 +102,14 @@ class WorkerRuntime:
             info = state.jobs.info(job_id)
             if "input_object" in info:
                 self._write_results_object(state, job_id, info)
+            metrics.JOBS.labels("succeeded").inc()
             state.log_repo.record([self._job_entry(state, job_id, None)])
             self.job_ended(job_id)
         return outcome
 
     def _fail_job(self, state: ProcessState, job_id: str, exc: ServingError) -> None:
         if state.jobs.fail(job_id, orjson.dumps(exc.to_dict()).decode(), time.time()):
+            metrics.JOBS.labels("failed").inc()
             state.log_repo.record([self._job_entry(state, job_id, exc)])
             self.job_ended(job_id)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 
 import httpx
@@ -80,3 +81,21 @@ def test_counters_are_exact_across_processes(make_stack: Callable[..., Stack]) -
     with stack.client() as client:
         logs = client.get("/logs", params={"n_limit": 100}).json()
     assert len({entry["worker"] for entry in logs if not entry["cached"]}) == 2
+
+
+def test_jobs_are_counted_by_status(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack("jobmetrics")
+    with stack.client() as client:
+        ok = client.post("/jobs", json={"input_data": [EXAMPLE_ROW]}).json()
+        doomed = client.post("/jobs", json={"input_data": [EXAMPLE_ROW] * 20_000}).json()
+        client.delete(doomed["status_url"])
+        deadline = time.monotonic() + 30
+        while client.get(ok["status_url"]).json()["status"] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    api = scrape(stack.url + "/metrics")
+    worker = scrape(f"http://127.0.0.1:{stack.fields['worker_metrics_port']}/metrics")
+    assert total(api, "serving_jobs_total", status="submitted") == 2
+    assert total(api, "serving_jobs_total", status="cancelled") == 1
+    assert total(worker, "serving_jobs_total", status="succeeded") == 1
+    assert total(worker, "serving_jobs_total", status="failed") == 0
