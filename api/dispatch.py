@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -34,27 +35,34 @@ class CeleryDispatcher:
         self.queue = queue
         self.timeout = timeout
 
+    def _publish(self, name: str, args: list[Any], **options: Any) -> None:
+        """Publish one task by name; runs in a thread (kombu's publish blocks)."""
+        self.producer.send_task(
+            name, args=args, queue=self.queue, headers={"sent_at": time.time()}, **options
+        )
+
+    async def _in_thread(self, publish: Callable[[], None]) -> None:
+        try:
+            await asyncio.to_thread(publish)
+        except OperationalError as exc:
+            raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None
+
     async def predict_batch(self, meta: ModelMetadata, requests: list[Request]) -> dict[str, Any]:
         task_id = self.listener.new_task_id()
         future = self.listener.expect(task_id)
         rows = [row for request in requests for row in request.rows]
         segments = [[r.request_id, len(r.rows), r.received_at] for r in requests]
+        # Logs and Flower show `argsrepr` instead of the input rows.
+        summary = f"({meta.model_type!r}, {meta.version!r}, <{len(rows)} rows of "
+        summary += f"{len(requests)} requests>)"
+        args = [meta.model_type, meta.version, meta.sha256, rows, segments]
         try:
-            # Publishing is a short blocking call in kombu; a thread keeps the loop free.
-            await asyncio.to_thread(
-                self.producer.send_task,
-                PREDICT_TASK,
-                args=[meta.model_type, meta.version, meta.sha256, rows, segments],
-                task_id=task_id,
-                queue=self.queue,
-                headers={"sent_at": time.time()},  # for the queue-age metric
-                # Logs and Flower show this instead of the input rows.
-                argsrepr=f"({meta.model_type!r}, {meta.version!r}, <{len(rows)} rows of "
-                f"{len(requests)} requests>)",
+            await self._in_thread(
+                lambda: self._publish(PREDICT_TASK, args, task_id=task_id, argsrepr=summary)
             )
-        except OperationalError as exc:
+        except BackendUnavailable:
             self.listener.forget(task_id)
-            raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None
+            raise
         try:
             return await self.listener.wait(task_id, future, self.timeout)
         except TimeoutError:
@@ -66,43 +74,21 @@ class CeleryDispatcher:
     async def send_chunks(
         self, job_id: str, meta: ModelMetadata, chunks: list[list[list[Any]]]
     ) -> None:
-        def send_all() -> None:
+        def publish_all() -> None:
             for index, rows in enumerate(chunks):
-                self.producer.send_task(
+                self._publish(
                     PREDICT_CHUNK_TASK,
-                    args=[job_id, index, meta.model_type, meta.version, meta.sha256, rows],
-                    queue=self.queue,
+                    [job_id, index, meta.model_type, meta.version, meta.sha256, rows],
                     ignore_result=True,  # results go into the job's state, not the backend
-                    headers={"sent_at": time.time()},
                     argsrepr=f"({job_id!r}, chunk {index}, {meta.model_type!r}, "
                     f"{meta.version!r}, <{len(rows)} rows>)",
                 )
 
-        try:
-            await asyncio.to_thread(send_all)
-        except OperationalError as exc:
-            raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None
+        await self._in_thread(publish_all)
 
     async def send_callback(self, job_id: str) -> None:
-        try:
-            await asyncio.to_thread(
-                self.producer.send_task,
-                CALLBACK_TASK,
-                args=[job_id],
-                queue=self.queue,
-                ignore_result=True,
-            )
-        except OperationalError as exc:
-            raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None
+        await self._in_thread(lambda: self._publish(CALLBACK_TASK, [job_id], ignore_result=True))
 
     async def send_prepare(self, job_id: str, input_object: str, meta: ModelMetadata) -> None:
-        try:
-            await asyncio.to_thread(
-                self.producer.send_task,
-                PREPARE_JOB_TASK,
-                args=[job_id, input_object, meta.model_type, meta.version, meta.sha256],
-                queue=self.queue,
-                ignore_result=True,
-            )
-        except OperationalError as exc:
-            raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None
+        args = [job_id, input_object, meta.model_type, meta.version, meta.sha256]
+        await self._in_thread(lambda: self._publish(PREPARE_JOB_TASK, args, ignore_result=True))
