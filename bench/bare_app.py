@@ -2,8 +2,9 @@
 
 `python -m bench.bare_app --port P` loads the default model from the store named by the
 settings (SERVING_*) and answers `POST /predict` with the body format of the real API,
-`{"input_data": {feature: value}}` or `{"input_data": [{feature: value}, ...]}`. No auth, no input validation beyond ordering the
-features, no cache, no queue, no log: what is left is HTTP, JSON and the model itself.
+`{"input_data": {feature: value}}` or `{"input_data": [{feature: value}, ...]}`. No
+auth, no input validation beyond ordering the features, no cache, no queue, no log: what
+is left is HTTP, JSON and the model itself.
 """
 
 from __future__ import annotations

@@ -63,10 +63,6 @@ class BodyTemplate:
     def _cut(cls, body: dict[str, Any], bases: list[float]) -> BodyTemplate:
         return cls(json.dumps(body).split(f'"{_HOLE}"'), bases)
 
-    @property
-    def rows(self) -> int:
-        return len(self.bases)
-
     def render(self, n: int | None = None) -> bytes:
         """The body of request n (None: the unperturbed rows). repr keeps a float a float."""
         k = len(self.bases)

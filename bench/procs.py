@@ -120,8 +120,7 @@ def rss_bytes(groups: dict[str, list[int]]) -> dict[str, int]:
     (pages shared between processes, such as a prefork pool's, count once per process)."""
     table = _process_table()
     return {
-        name: sum(_rss_bytes(pid) for pid in _trees(roots, table))
-        for name, roots in groups.items()
+        name: sum(_rss_bytes(pid) for pid in _trees(roots, table)) for name, roots in groups.items()
     }
 
 

@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,8 @@ class CoreLayout:
         if not self.pinned:
             return "not pinned"
         return (
-            f"pinned: servers (redis, worker, api, bare, naive) on core "
-            f"{sorted(self.servers or [])}, load generator on core {sorted(self.generator or [])}"
+            f"pinned: servers on core {sorted(self.servers or [])}, "
+            f"load generator on core {sorted(self.generator or [])}"
         )
 
 
@@ -70,6 +71,7 @@ class CoreLayout:
 class Servers:
     targets: dict[str, Target]  # "api", "bare", "naive": those started
     pids: dict[str, int]  # process name -> pid (the root of its tree)
+    redis_url: str  # the stack's database
 
 
 @dataclass
@@ -80,6 +82,7 @@ class RunContext:
     group: ProcessGroup
     servers: Servers
     tmp: Path
+    code: str  # the commit the services were started from (see code_version)
 
 
 # --- cores and the load generator ---------------------------------------------------------
@@ -190,10 +193,10 @@ def target_of(name: str, port: int) -> Target:
     return Target("127.0.0.1", port, "/predict", headers)
 
 
-def ready_url(target: Target) -> str:
-    """A URL that answers 200 once the service is up (the API's root needs a key)."""
+def is_up(target: Target) -> bool:
+    """Whether the service is up (the API's root, with a key; the others' /healthz)."""
     path = "/" if target.headers else "/healthz"
-    return f"http://{target.host}:{target.port}{path}"
+    return http_status(f"http://{target.host}:{target.port}{path}", target.headers) == 200
 
 
 def start_servers(tmp: Path, group: ProcessGroup, services: Collection[str]) -> Servers:
@@ -219,9 +222,10 @@ def start_servers(tmp: Path, group: ProcessGroup, services: Collection[str]) -> 
         if name in services
     ]
     targets = {TARGETS[name]: target_of(name, port) for name, port in ports.items()}
-    checks = [lambda t=t: http_status(ready_url(t), t.headers) == 200 for t in targets.values()]
+    checks: list[Callable[[], bool]] = [partial(is_up, t) for t in targets.values()]
     wait_until(lambda: ready_check(procs, checks), READY_TIMEOUT_SECONDS, "the HTTP services")
-    return Servers(targets, pids={"redis": redis_proc.pid} | {p.name: p.pid for p in procs})
+    pids = {"redis": redis_proc.pid} | {proc.name: proc.pid for proc in procs}
+    return Servers(targets, pids, redis_url)
 
 
 # --- requests and warm-up -----------------------------------------------------------------
@@ -316,9 +320,10 @@ def run_with_stack(
     status = 1
     try:
         print(f"starting the services in {tmp} ({layout.describe()})", flush=True)
+        code = code_version()
         with inherited_affinity(layout.servers):
             servers = start_servers(tmp, group, services)
-        status = benchmark(RunContext(options, layout, generator, group, servers, tmp))
+        status = benchmark(RunContext(options, layout, generator, group, servers, tmp, code))
         return status
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -38,7 +38,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import soak
-from bench.loadgen import BodyTemplate, Bodies, LoadPlan, LoadResult
+from bench.loadgen import Bodies, BodyTemplate, LoadPlan, LoadResult
+from bench.naive_worker import POOL_PROCESSES as NAIVE_POOL_PROCESSES
+from bench.naive_worker import QUEUE as NAIVE_QUEUE
 from bench.procs import affinity_of, cpu_seconds, machine_busy_seconds, usable_cores
 from bench.stack import (
     NAIVE_REDIS_DB,
@@ -51,7 +53,6 @@ from bench.stack import (
     call_json,
     check_api_cache,
     choose_generator,
-    code_version,
     demo_rows,
     generator_processes,
     run_with_stack,
@@ -60,8 +61,6 @@ from bench.stack import (
     warm_naive,
     warm_stack,
 )
-from bench.naive_worker import POOL_PROCESSES as NAIVE_POOL_PROCESSES
-from bench.naive_worker import QUEUE as NAIVE_QUEUE
 from bench.tables import markdown_table
 
 RESULTS_PATH = ROOT / "bench" / "results" / "sync_predict.json"
@@ -340,7 +339,7 @@ def generator_limit(context: RunContext) -> float:
 def describe_machine(context: RunContext) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code": code_version(),
+        "code": context.code,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
