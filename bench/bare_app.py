@@ -10,7 +10,7 @@ is left is HTTP, JSON and the model itself.
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -60,20 +60,25 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.bare_app")
+def serve(prog: str, factory: Callable[[Settings], FastAPI]) -> None:
+    """Run a baseline app: one uvicorn process, no access log (shared by the baselines)."""
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     settings = get_settings()
     uvicorn.run(
-        create_app(settings),
+        factory(settings),
         host=args.host,
         port=args.port,
         workers=1,
         access_log=False,
         log_level=settings.log_level.lower(),
     )
+
+
+def main() -> None:
+    serve("python -m bench.bare_app", create_app)
 
 
 if __name__ == "__main__":

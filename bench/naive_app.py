@@ -8,15 +8,14 @@ FastAPI's threadpool threads. Pydantic validates the body; no auth, cache or log
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from bench.bare_app import serve
 from bench.naive_worker import PREDICT_TASK, create_naive_celery
-from common.settings import Settings, get_settings
+from common.settings import Settings
 
 RESULT_TIMEOUT_SECONDS = 30.0
 
@@ -46,19 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.naive_app")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    settings = get_settings()
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        workers=1,
-        access_log=False,
-        log_level=settings.log_level.lower(),
-    )
+    serve("python -m bench.naive_app", create_app)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
+import orjson
+
+from common import errors
+from common.errors import JobConflict, JobNotFound
+from common.protocol import RESULT_KEY_PREFIX
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -117,8 +123,6 @@ class WorkerJobs:
         )
 
     def all_results(self, job_id: str, n_chunks: int) -> tuple[list[Any], list[Any]]:
-        import orjson
-
         labels: list[Any] = []
         probabilities: list[Any] = []
         keys = [chunk_key(self.prefix, job_id, i) for i in range(n_chunks)]
@@ -152,8 +156,6 @@ class JobBook:
         """The job an earlier submission with this key made, or None if this one is new.
 
         The same key with another body is a conflict."""
-        from common.errors import JobConflict
-
         name = idempotency_key(self.prefix, owner, key)
         value = f"{job_id}|{body_digest}"
         if await self.client.set(name, value, nx=True, ex=self.ttl):
@@ -184,8 +186,6 @@ class JobBook:
             await pipe.execute()
 
     async def get(self, owner: str, job_id: str) -> dict[str, str]:
-        from common.errors import JobNotFound
-
         info = decode_hash(await self.client.hgetall(job_key(self.prefix, job_id)))
         if not info or info.get("owner") != owner:
             raise JobNotFound(f"no job {job_id!r} (unknown, expired, or another key's)")
@@ -194,8 +194,6 @@ class JobBook:
         return info
 
     async def cancel(self, owner: str, job_id: str, now: float) -> dict[str, str]:
-        from common.errors import JobConflict
-
         info = await self.get(owner, job_id)
         moved = await self._transition(
             keys=[job_key(self.prefix, job_id)], args=["cancelled", now, "", "queued", "running"]
@@ -208,8 +206,6 @@ class JobBook:
         self, info: dict[str, str], job_id: str, offset: int, limit: int
     ) -> dict[str, list[Any]]:
         """Labels and probabilities of rows [offset, offset + limit), from their chunks."""
-        import orjson
-
         size = int(info["chunk_rows"])
         end = min(offset + limit, int(info["n_rows"]))
         if end <= offset:
@@ -252,11 +248,6 @@ class JobBook:
 
     async def settle(self, job_id: str, info: dict[str, str]) -> bool:
         """For a deferred request: record the task's result if it has one. True if done."""
-        import orjson
-
-        from common import errors
-        from common.protocol import RESULT_KEY_PREFIX
-
         raw = await self.client.get(RESULT_KEY_PREFIX + info["task_id"])
         meta = orjson.loads(raw) if raw else {}
         now = time.time()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -122,8 +123,6 @@ async def render(services: Services, info: dict[str, str]) -> JobStatus:
             info["output_object"], services.settings.job_ttl_seconds
         )
     if "error" in info:
-        import orjson
-
         status.error = orjson.loads(info["error"])
     n_rows = int(info["n_rows"])
     if info["status"] == "succeeded" and n_rows <= services.settings.job_inline_result_rows:
@@ -160,8 +159,6 @@ async def submit(
     payload = await read_json(request, raw_limit)
     idempotency = None
     if idempotency_key:
-        import orjson
-
         digest = hashlib.sha256(
             orjson.dumps([model_type, version, payload], option=orjson.OPT_SORT_KEYS)
         ).hexdigest()
