@@ -109,6 +109,13 @@ class PredictionDeferred(ServingError):
     type = "prediction_deferred"
 
 
+class WorkerCrashed(ServingError):
+    """The task's run ended its worker process every time it was tried."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    type = "worker_crashed"
+
+
 class CallbackFailed(ServingError):
     """A job's callback URL did not take the delivery (retried; never fails the job)."""
 

@@ -93,6 +93,15 @@ class WorkerJobs:
         self._record = client.register_script(RECORD_CHUNK)
         self._transition = client.register_script(TRANSITION)
 
+    def count_attempt(self, task_id: str) -> int:
+        """How many times this task has started (kept for a day)."""
+        key = f"{self.prefix}attempts:{task_id}"
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 24 * 3600)
+            attempts, _ = pipe.execute()
+        return int(attempts)
+
     def status(self, job_id: str) -> str | None:
         raw = self.client.hget(job_key(self.prefix, job_id), "status")
         return raw.decode() if isinstance(raw, bytes) else raw

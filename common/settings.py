@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     task_time_limit_seconds: float = Field(60.0, gt=0)
     broker_visibility_timeout_seconds: int = Field(3600, gt=0)
     result_expires_seconds: int = Field(3600, gt=0)
+    # A task whose run kills its worker process (a crash, the OOM killer) goes back to
+    # the queue; past this many runs it fails instead of looping forever.
+    task_max_attempts: int = Field(3, gt=0)
     worker_model_cache_size: int = Field(4, gt=0)
     model_threads: int = Field(1, gt=0)
 

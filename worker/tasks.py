@@ -17,7 +17,7 @@ from celery import Celery
 from common import callbacks, job_objects, metrics
 from common.cache import models_epoch_key
 from common.db import PredictionLogRepo, create_log_engine, create_tables
-from common.errors import CallbackFailed, InvalidInput, ServingError
+from common.errors import CallbackFailed, InvalidInput, ServingError, WorkerCrashed
 from common.jobs import TERMINAL, WorkerJobs
 from common.observability import request_id_var
 from common.protocol import CALLBACK_TASK, PREDICT_CHUNK_TASK, PREDICT_TASK, PREPARE_JOB_TASK
@@ -80,6 +80,7 @@ class WorkerRuntime:
         version: str,
         sha256: str,
         rows: list[list[Any]],
+        task_id: str | None = None,
     ) -> str:
         """One chunk of a job; the worker that records the last chunk finishes the job."""
         state = self.state()
@@ -88,6 +89,7 @@ class WorkerRuntime:
         state.jobs.start(job_id, time.time())
         labels = (model_type, version)
         try:
+            self._check_attempts(state, task_id)
             model = state.models.get(model_type, version, sha256)
             started = time.perf_counter()
             result = model.predict(rows)
@@ -106,6 +108,18 @@ class WorkerRuntime:
             state.log_repo.record([self._job_entry(state, job_id, None)])
             self.job_ended(job_id)
         return outcome
+
+    def _check_attempts(self, state: ProcessState, task_id: str | None) -> None:
+        """Counted before the work, so a run that kills the process still counts."""
+        if task_id is None:
+            return
+        attempts = state.jobs.count_attempt(task_id)
+        if attempts > self.settings.task_max_attempts:
+            raise WorkerCrashed(
+                f"this task ended its worker process {attempts - 1} times (a crash or the "
+                "out-of-memory killer, e.g. in the model's code); giving up",
+                {"task_id": task_id, "attempts": attempts - 1},
+            )
 
     def _fail_job(self, state: ProcessState, job_id: str, exc: ServingError) -> None:
         if state.jobs.fail(job_id, orjson.dumps(exc.to_dict()).decode(), time.time()):
@@ -188,6 +202,7 @@ class WorkerRuntime:
         sha256: str,
         rows: list[list[Any]],
         segments: list[list[Any]],
+        task_id: str | None = None,
     ) -> dict[str, Any]:
         """Predict a batch; `segments` are the requests it holds: [request_id, n_rows,
         received_at], in order. Each request gets its own log row."""
@@ -198,6 +213,7 @@ class WorkerRuntime:
         for _, _, received_at in segments:
             metrics.TASK_QUEUE_WAIT.labels(*labels).observe(max(0.0, now - received_at))
         try:
+            self._check_attempts(state, task_id)
             model = state.models.get(model_type, version, sha256)
             inference_started = time.perf_counter()
             result = model.predict(rows)
@@ -258,8 +274,9 @@ class WorkerRuntime:
 
 
 def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
-    @app.task(name=PREDICT_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=PREDICT_TASK, bind=True)  # type: ignore[untyped-decorator]
     def predict(
+        task: Any,
         model_type: str,
         version: str,
         sha256: str,
@@ -269,12 +286,13 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         # Every log line of the task carries its requests' ids.
         token = request_id_var.set(",".join(str(segment[0]) for segment in segments))
         try:
-            return runtime.predict(model_type, version, sha256, rows, segments)
+            return runtime.predict(model_type, version, sha256, rows, segments, task.request.id)
         finally:
             request_id_var.reset(token)
 
-    @app.task(name=PREDICT_CHUNK_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=PREDICT_CHUNK_TASK, bind=True)  # type: ignore[untyped-decorator]
     def predict_chunk(
+        task: Any,
         job_id: str,
         index: int,
         model_type: str,
@@ -284,7 +302,9 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     ) -> str:
         token = request_id_var.set(job_id)
         try:
-            return runtime.predict_chunk(job_id, index, model_type, version, sha256, rows)
+            return runtime.predict_chunk(
+                job_id, index, model_type, version, sha256, rows, task.request.id
+            )
         finally:
             request_id_var.reset(token)
 
