@@ -12,7 +12,7 @@ from kombu.exceptions import OperationalError
 
 from api.pubsub import ResultListener
 from common.batching import Request
-from common.celery_config import celery_config
+from common.celery_config import celery_config, use_orjson_codec
 from common.errors import BackendUnavailable, PredictionTimeout
 from common.protocol import CALLBACK_TASK, PREDICT_CHUNK_TASK, PREDICT_TASK, PREPARE_JOB_TASK
 from common.registry import ModelMetadata
@@ -21,6 +21,7 @@ from common.settings import Settings
 
 def create_producer(settings: Settings) -> Celery:
     """A Celery app that only sends: no result backend, no task code, no ML imports."""
+    use_orjson_codec()
     app = Celery("serving", set_as_current=False)
     app.conf.update(celery_config(settings))
     return app

@@ -9,13 +9,14 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_shutdown, worker_ready
 
-from common.celery_config import celery_config
+from common.celery_config import celery_config, use_orjson_codec
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def create_celery(settings: Settings) -> Celery:
+    use_orjson_codec()
     app = Celery("serving", backend=settings.effective_result_backend_url, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
