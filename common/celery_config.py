@@ -56,6 +56,9 @@ def use_orjson_codec() -> None:
     Values orjson cannot encode, and payloads carrying kombu's type tags, go through
     kombu's own functions, so nothing Celery sends is encoded or decoded differently."""
     import orjson
+
+    # kombu (Celery's messaging library, present on both sides) is imported here only,
+    # when a side builds its Celery app, so importing common/ never pulls it in.
     from kombu.serialization import register
     from kombu.utils import json as kombu_json
 
