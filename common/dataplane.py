@@ -268,21 +268,7 @@ class DataPlane:
             earlier = await self.jobs.claim_idempotency(owner, *idempotency, job_id)
             if earlier is not None:
                 return await self.jobs.get(owner, earlier)
-        await self.jobs.create(
-            job_id,
-            owner,
-            {
-                "job_id": job_id,
-                "model_type": meta.model_type,
-                "version": meta.version,
-                "sha256": meta.sha256,
-                "n_rows": n_rows,
-                "n_chunks": len(chunks),
-                "chunk_rows": size,
-                "created_at": time.time(),
-                **extra,
-            },
-        )
+        await self.jobs.create(job_id, owner, meta, n_rows, len(chunks), size, time.time(), **extra)
         if "input_object" in extra:
             await self.dispatcher.send_prepare(job_id, extra["input_object"], meta)
         else:

@@ -178,7 +178,30 @@ class JobBook:
             )
         return earlier_job
 
-    async def create(self, job_id: str, owner: str, fields: dict[str, Any]) -> None:
+    async def create(
+        self,
+        job_id: str,
+        owner: str,
+        meta: Any,
+        n_rows: int,
+        n_chunks: int,
+        chunk_rows: int,
+        created_at: float,
+        **extra: Any,
+    ) -> None:
+        """A queued job for a model version; `extra` holds optional fields (callback_url,
+        input_object, the task of a deferred request)."""
+        fields = {
+            "job_id": job_id,
+            "model_type": meta.model_type,
+            "version": meta.version,
+            "sha256": meta.sha256,
+            "n_rows": n_rows,
+            "n_chunks": n_chunks,
+            "chunk_rows": chunk_rows,
+            "created_at": created_at,
+            **extra,
+        }
         name = job_key(self.prefix, job_id)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(
@@ -240,18 +263,13 @@ class JobBook:
         await self.create(
             job_id,
             owner,
-            {
-                "job_id": job_id,
-                "model_type": meta.model_type,
-                "version": meta.version,
-                "sha256": meta.sha256,
-                "n_rows": details["rows"],
-                "n_chunks": 1,
-                "chunk_rows": details["rows"],
-                "created_at": created_at,
-                "task_id": details["task_id"],
-                "task_offset": details["offset"],
-            },
+            meta,
+            details["rows"],
+            1,
+            details["rows"],
+            created_at,
+            task_id=details["task_id"],
+            task_offset=details["offset"],
         )
         return await self.get(owner, job_id)
 
