@@ -11,6 +11,8 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from api.deps import Services
@@ -120,6 +122,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(RedisError)
+    @app.exception_handler(OperationalError)
+    async def backend_down(request: Request, exc: Exception) -> JSONResponse:
+        # Redis (broker, results, cache or job state) unreachable from any code path:
+        # a quick 503 the caller can retry, never a 500 or a hang.
+        log.warning("backend unavailable on %s %s: %s", request.method, request.url.path, exc)
+        response = _error(503, "backend_unavailable", f"Redis is unavailable: {exc}")
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -42,7 +42,11 @@ class ResultListener:
     def new_task_id(self) -> str:
         return self.prefix + self._ids()
 
-    async def start(self, timeout: float = 10.0) -> None:
+    async def start(self, timeout: float = 2.0) -> None:
+        """Subscribe in the background; wait briefly so the first requests find it ready.
+
+        Not needed for correctness (results stored before the subscription are read back
+        once it is made), so an API started before Redis serves its 503s at once."""
         self._task = asyncio.create_task(self._run(), name="result-listener")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), timeout)

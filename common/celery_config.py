@@ -38,6 +38,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
         },
         "broker_connection_retry_on_startup": True,
+        # A worker never gives up on the broker (Celery's default stops after 100 tries):
+        # it reconnects, at most 30 s apart, whenever Redis comes back.
+        "broker_connection_max_retries": None,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "task_publish_retry_policy": {

@@ -125,9 +125,15 @@ def find_redis_server() -> str:
 
 
 def start_redis(
-    work_dir: Path | None = None, port: int | None = None
+    work_dir: Path | None = None,
+    port: int | None = None,
+    appendonly: bool = False,
+    extra_args: list[str] | None = None,
 ) -> tuple[ManagedProcess, str]:
-    """A private, memory-only Redis; broker keys are never evicted (noeviction)."""
+    """A private Redis; broker keys are never evicted (noeviction).
+
+    Memory-only unless `appendonly`: then every write is fsynced to an append-only file
+    in `work_dir`, so a restart on the same port and folder keeps queued tasks and jobs."""
     port = port or free_port()
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="serving-redis-"))
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -140,13 +146,16 @@ def start_redis(
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        "always",
         "--dir",
         str(work_dir),
         "--maxmemory-policy",
         "noeviction",
         "--protected-mode",
         "yes",
+        *(extra_args or []),
     ]
     proc = ManagedProcess("redis", args, work_dir / "redis.log").start()
     try:

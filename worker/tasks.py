@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import orjson
 import redis
 from celery import Celery
+from celery.exceptions import Reject
 
 from common import callbacks, job_objects, metrics
 from common.cache import models_epoch_key
@@ -27,6 +30,7 @@ from common.store import ObjectMissing, create_store
 from worker.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
+REQUEUE_PAUSE_SECONDS = 1.0
 
 
 @dataclass
@@ -273,6 +277,25 @@ class WorkerRuntime:
         return entries
 
 
+@contextlib.contextmanager
+def task_context(request_id: str) -> Iterator[None]:
+    """Log lines carry `request_id`; losing Redis mid-task puts the task back on the queue.
+
+    A task that cannot reach Redis (job state, cache, attempt counter) has not done its
+    work: it is rejected with requeue, never acknowledged as failed, so it runs again once
+    Redis is back (or, if the broker is gone too, after the visibility timeout). Every
+    task is idempotent, so a run that got halfway is harmless."""
+    token = request_id_var.set(request_id)
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("Redis unavailable (%s); the task goes back to the queue", exc)
+        time.sleep(REQUEUE_PAUSE_SECONDS)  # no hot loop while only the backend is down
+        raise Reject(exc, requeue=True) from exc
+    finally:
+        request_id_var.reset(token)
+
+
 def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     @app.task(name=PREDICT_TASK, bind=True)  # type: ignore[untyped-decorator]
     def predict(
@@ -284,11 +307,8 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         segments: list[list[Any]],
     ) -> dict[str, Any]:
         # Every log line of the task carries its requests' ids.
-        token = request_id_var.set(",".join(str(segment[0]) for segment in segments))
-        try:
+        with task_context(",".join(str(segment[0]) for segment in segments)):
             return runtime.predict(model_type, version, sha256, rows, segments, task.request.id)
-        finally:
-            request_id_var.reset(token)
 
     @app.task(name=PREDICT_CHUNK_TASK, bind=True)  # type: ignore[untyped-decorator]
     def predict_chunk(
@@ -300,13 +320,10 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         sha256: str,
         rows: list[list[Any]],
     ) -> str:
-        token = request_id_var.set(job_id)
-        try:
+        with task_context(job_id):
             return runtime.predict_chunk(
                 job_id, index, model_type, version, sha256, rows, task.request.id
             )
-        finally:
-            request_id_var.reset(token)
 
     @app.task(
         name=CALLBACK_TASK,
@@ -317,11 +334,8 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     )  # type: ignore[untyped-decorator]
     def deliver_callback(job_id: str) -> int | None:
         # A failed delivery is retried, and never changes the job's own status.
-        token = request_id_var.set(job_id)
-        try:
+        with task_context(job_id):
             return runtime.deliver_callback(job_id)
-        finally:
-            request_id_var.reset(token)
 
     def queue_callback(job_id: str) -> None:
         if runtime.state().jobs.info(job_id).get("callback_url"):
@@ -333,11 +347,8 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     def prepare_job(
         job_id: str, input_object: str, model_type: str, version: str, sha256: str
     ) -> int:
-        token = request_id_var.set(job_id)
-        try:
+        with task_context(job_id):
             return runtime.prepare_job(job_id, input_object, model_type, version, sha256)
-        finally:
-            request_id_var.reset(token)
 
     def send_chunk(args: list[Any]) -> None:
         predict_chunk.apply_async(

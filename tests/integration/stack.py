@@ -125,6 +125,16 @@ class Stack:
     def start(self, workers: int = 1, api_processes: int = 1) -> Stack:
         for i in range(workers):
             self.start_worker(f"worker{i}-{self.name}")
+        self.start_api(api_processes)
+        try:
+            wait_until(self._healthy, 90, f"stack {self.name}")
+        except TimeoutError:
+            logs = "\n".join(f"--- {p.name}\n{p.log_tail()}" for p in self.processes)
+            self.stop()
+            raise RuntimeError(f"stack {self.name} did not start:\n{logs}") from None
+        return self
+
+    def start_api(self, api_processes: int = 1) -> ManagedProcess:
         api = ManagedProcess(
             "api",
             [
@@ -141,13 +151,7 @@ class Stack:
             cwd=ROOT,
         )
         self.processes.append(api.start())
-        try:
-            wait_until(self._healthy, 90, f"stack {self.name}")
-        except TimeoutError:
-            logs = "\n".join(f"--- {p.name}\n{p.log_tail()}" for p in self.processes)
-            self.stop()
-            raise RuntimeError(f"stack {self.name} did not start:\n{logs}") from None
-        return self
+        return api
 
     def _healthy(self) -> bool:
         for proc in self.processes:
