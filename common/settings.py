@@ -6,6 +6,7 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -28,11 +29,16 @@ def hash_api_key(key: str) -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SERVING_", env_file=None, extra="ignore")
 
-    # Redis: one URL by default; broker, result backend and cache can be split.
+    # Redis: one URL by default; broker, result backend and cache can be split (other
+    # databases or other instances). Credentials go in `redis_username` (an ACL user)
+    # and `redis_password`, which are added to every Redis URL that carries none, so the
+    # URLs themselves hold no secret and can be logged.
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str | None = None
     result_backend_url: str | None = None
     cache_url: str | None = None
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
 
     # Model store: a local folder (embedded default) or an S3-compatible bucket.
     store_backend: Literal["local", "s3"] = "local"
@@ -141,15 +147,23 @@ class Settings(BaseSettings):
 
     @property
     def effective_broker_url(self) -> str:
-        return self.broker_url or self.redis_url
+        return self._with_credentials(self.broker_url or self.redis_url)
 
     @property
     def effective_result_backend_url(self) -> str:
-        return self.result_backend_url or self.redis_url
+        return self._with_credentials(self.result_backend_url or self.redis_url)
 
     @property
     def effective_cache_url(self) -> str:
-        return self.cache_url or self.redis_url
+        return self._with_credentials(self.cache_url or self.redis_url)
+
+    def _with_credentials(self, url: str) -> str:
+        parts = urlsplit(url)
+        if self.redis_password is None or parts.username or parts.password:
+            return url  # credentials written in the URL win
+        user = quote(self.redis_username or "", safe="")
+        password = quote(self.redis_password.get_secret_value(), safe="")
+        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.netloc}"))
 
 
 @lru_cache

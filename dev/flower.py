@@ -32,14 +32,17 @@ def start_flower(
     log_path: Path,
     env: dict[str, str] | None = None,
 ) -> tuple[ManagedProcess, str]:
-    # The credentials go through the environment, not the command line (visible in ps).
-    flower_env = {**(env or os.environ), "FLOWER_BASIC_AUTH": f"{user}:{password}"}
+    # Credentials (Flower's login, the broker URL's Redis password) go through the
+    # environment, not the command line, which `ps` shows to every local user.
+    flower_env = {
+        **(env or os.environ),
+        "FLOWER_BASIC_AUTH": f"{user}:{password}",
+        "CELERY_BROKER_URL": broker_url,
+    }
     args = [
         sys.executable,
         "-m",
         "celery",
-        "--broker",
-        broker_url,
         "flower",
         "--address=127.0.0.1",
         f"--port={port}",

@@ -101,7 +101,7 @@ def main() -> int:
             )
         flower_user, flower_password = flower_credentials(settings)
         flower, flower_url = start_flower(
-            settings.broker_url or redis_url,
+            settings.model_copy(update={"redis_url": redis_url}).effective_broker_url,
             settings.flower_port,
             flower_user,
             flower_password,

@@ -102,8 +102,11 @@ def test_soft_limit_above_hard_limit_from_environment_is_refused(
 @pytest.mark.parametrize("visibility", [60, 59, 1])
 def test_visibility_timeout_not_above_hard_limit_is_refused(visibility: int) -> None:
     with pytest.raises(ValidationError, match="broker_visibility_timeout_seconds must exceed"):
-        Settings(task_time_limit_seconds=60, task_soft_time_limit_seconds=50,
-                 broker_visibility_timeout_seconds=visibility)
+        Settings(
+            task_time_limit_seconds=60,
+            task_soft_time_limit_seconds=50,
+            broker_visibility_timeout_seconds=visibility,
+        )
 
 
 def test_visibility_timeout_just_above_hard_limit_is_accepted() -> None:
@@ -118,3 +121,25 @@ def test_effective_urls_fall_back_to_redis_url() -> None:
     assert settings.effective_broker_url == "redis://example:1/2"
     assert settings.effective_result_backend_url == "redis://example:1/2"
     assert settings.effective_cache_url == "redis://cache:3/4"
+
+
+def test_redis_credentials_are_added_to_every_url_without_their_own() -> None:
+    settings = Settings(
+        redis_url="redis://cache-host:6379/0",
+        result_backend_url="rediss://results:6380/1",
+        cache_url="redis://other:pw@cache:6379/2",
+        redis_username="serving",
+        redis_password="p@ss:w/rd",
+    )
+    assert settings.effective_broker_url == "redis://serving:p%40ss%3Aw%2Frd@cache-host:6379/0"
+    assert (
+        settings.effective_result_backend_url == "rediss://serving:p%40ss%3Aw%2Frd@results:6380/1"
+    )
+    assert settings.effective_cache_url == "redis://other:pw@cache:6379/2"
+    assert "p@ss" not in repr(settings)
+
+
+def test_password_without_a_user_is_the_default_user() -> None:
+    settings = Settings(redis_url="redis://127.0.0.1:6379/3", redis_password="secret")
+    assert settings.effective_broker_url == "redis://:secret@127.0.0.1:6379/3"
+    assert Settings(redis_url="redis://h/0").effective_cache_url == "redis://h/0"
