@@ -14,7 +14,13 @@ from api.pubsub import ResultListener
 from common.batching import Request
 from common.celery_config import celery_config, use_orjson_codec
 from common.errors import BackendUnavailable, PredictionTimeout
-from common.protocol import CALLBACK_TASK, PREDICT_CHUNK_TASK, PREDICT_TASK, PREPARE_JOB_TASK
+from common.protocol import (
+    CALLBACK_TASK,
+    PING_TASK,
+    PREDICT_CHUNK_TASK,
+    PREDICT_TASK,
+    PREPARE_JOB_TASK,
+)
 from common.registry import ModelMetadata
 from common.settings import Settings
 
@@ -93,3 +99,14 @@ class CeleryDispatcher:
     async def send_prepare(self, job_id: str, input_object: str, meta: ModelMetadata) -> None:
         args = [job_id, input_object, meta.model_type, meta.version, meta.sha256]
         await self._in_thread(lambda: self._publish(PREPARE_JOB_TASK, args, ignore_result=True))
+
+    async def ping(self, timeout: float) -> dict[str, Any]:
+        """A ping task through the prediction queue: what a worker answers, or TimeoutError."""
+        task_id = self.listener.new_task_id()
+        future = self.listener.expect(task_id)
+        try:
+            await self._in_thread(lambda: self._publish(PING_TASK, [], task_id=task_id))
+        except BackendUnavailable:
+            self.listener.forget(task_id)
+            raise
+        return await self.listener.wait(task_id, future, timeout)

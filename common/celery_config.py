@@ -41,6 +41,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A worker never gives up on the broker (Celery's default stops after 100 tries):
         # it reconnects, at most 30 s apart, whenever Redis comes back.
         "broker_connection_max_retries": None,
+        # Each worker also consumes its own queue (`<node name>.dq2`), so a health check
+        # can send a ping task to one particular worker (`python -m worker.ping`).
+        "worker_direct": True,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "task_publish_retry_policy": {

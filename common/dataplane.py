@@ -58,6 +58,9 @@ class Dispatcher(Protocol):
     async def send_prepare(self, job_id: str, input_object: str, meta: ModelMetadata) -> None:
         """Queue the reading of a job's input object, which then queues its chunks."""
 
+    async def ping(self, timeout: float) -> dict[str, Any]:
+        """A no-op task through the queue; what the worker answered, or TimeoutError."""
+
 
 @dataclass
 class Outcome:

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(3600, ge=0)
     cache_prefix: str = "serving:"
     predict_timeout_seconds: float = Field(30.0, gt=0)
+    # GET /ready: how long a ping task may take through the queue and back.
+    readiness_timeout_seconds: float = Field(5.0, gt=0)
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_rows_per_request: int = Field(10_000, gt=0)
     registry_cache_seconds: float = Field(2.0, ge=0)

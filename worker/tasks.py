@@ -23,7 +23,13 @@ from common.db import PredictionLogRepo, create_log_engine, create_tables
 from common.errors import CallbackFailed, InvalidInput, ServingError, WorkerCrashed
 from common.jobs import TERMINAL, WorkerJobs
 from common.observability import request_id_var
-from common.protocol import CALLBACK_TASK, PREDICT_CHUNK_TASK, PREDICT_TASK, PREPARE_JOB_TASK
+from common.protocol import (
+    CALLBACK_TASK,
+    PING_TASK,
+    PREDICT_CHUNK_TASK,
+    PREDICT_TASK,
+    PREPARE_JOB_TASK,
+)
 from common.registry import Registry
 from common.settings import Settings
 from common.store import ObjectMissing, create_store
@@ -349,6 +355,11 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     ) -> int:
         with task_context(job_id):
             return runtime.prepare_job(job_id, input_object, model_type, version, sha256)
+
+    @app.task(name=PING_TASK, bind=True)  # type: ignore[untyped-decorator]
+    def ping(task: Any) -> dict[str, Any]:
+        # Readiness: answering proves this worker takes tasks from a queue and runs them.
+        return {"worker": task.request.hostname, "pid": os.getpid()}
 
     def send_chunk(args: list[Any]) -> None:
         predict_chunk.apply_async(

@@ -1,15 +1,18 @@
-"""GET / (health of Redis and the workers) and GET /healthz (liveness, public)."""
+"""GET / (Redis and a live worker), GET /ready (a worker consumes: a ping task round
+trip) and GET /healthz (liveness of the API process, public)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from api.deps import ReaderDep, Services, ServicesDep
+from common.errors import ServingError
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -50,6 +53,40 @@ async def health(services: ServicesDep, response: Response, _: ReaderDep) -> Hea
     if not (redis_ok and worker):
         response.status_code = 503
     return Health(status="ok" if worker else "degraded", redis=redis_ok, worker=worker)
+
+
+class Readiness(BaseModel):
+    ready: bool
+    worker: str | None = None  # the node name of the worker that answered
+    round_trip_ms: float | None = None
+    problem: str | None = None
+
+
+@router.get(
+    "/ready",
+    status_code=200,
+    response_model=Readiness,
+    summary="Readiness: a worker consumed a ping task and answered",
+    description="Sends a no-op task through the prediction queue and waits for its "
+    "result, so it proves the whole path (broker, a worker consuming, the result "
+    "backend), where `GET /` only asks whether a worker process is alive. It waits "
+    "behind queued work: a saturated queue reads as not ready.",
+    responses={503: {"model": Readiness, "description": "No worker answered in time"}},
+)
+async def ready(services: ServicesDep, response: Response, _: ReaderDep) -> Readiness:
+    timeout = services.settings.readiness_timeout_seconds
+    started = time.perf_counter()
+    try:
+        answer = await services.plane.dispatcher.ping(timeout)
+    except TimeoutError:
+        problem = f"no worker answered a ping task within {timeout:g} s"
+    except ServingError as exc:
+        problem = exc.message
+    else:
+        took = round((time.perf_counter() - started) * 1000, 2)
+        return Readiness(ready=True, worker=str(answer.get("worker")), round_trip_ms=took)
+    response.status_code = 503
+    return Readiness(ready=False, problem=problem)
 
 
 @router.get("/healthz", status_code=200, summary="Liveness (no key needed)")

@@ -20,6 +20,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from common.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 API_DOCKERFILE = ROOT / "Dockerfile.api"
 WORKER_DOCKERFILE = ROOT / "Dockerfile.worker"
@@ -173,22 +175,23 @@ def test_runs_as_the_fixed_non_root_user(path: Path) -> None:
     assert "chown serving:serving /data" in created  # the volume's mount point, writable
 
 
-@pytest.mark.parametrize(
-    ("path", "url"),
-    [
-        (API_DOCKERFILE, "http://127.0.0.1:8000/healthz"),
-        (WORKER_DOCKERFILE, "http://127.0.0.1:%s/metrics"),
-    ],
-    ids=["api", "worker"],
-)
-def test_healthcheck_uses_python_urllib(path: Path, url: str) -> None:
-    (healthcheck,) = args_of(final_stage(path), "HEALTHCHECK")
+def test_api_healthcheck_uses_python_urllib() -> None:
+    (healthcheck,) = args_of(final_stage(API_DOCKERFILE), "HEALTHCHECK")
     options, _, command = healthcheck.partition("CMD ")
     assert "--interval=" in options and "--timeout=" in options
     argv = exec_form(command)
     assert argv[:2] == ["python", "-c"]
-    assert "urllib.request.urlopen(" in argv[2] and url in argv[2]
+    assert "urllib.request.urlopen(" in argv[2] and "http://127.0.0.1:8000/healthz" in argv[2]
     assert "curl" not in healthcheck and "wget" not in healthcheck  # not in slim images
+
+
+def test_worker_healthcheck_pings_through_its_own_queue() -> None:
+    (healthcheck,) = args_of(final_stage(WORKER_DOCKERFILE), "HEALTHCHECK")
+    options, _, command = healthcheck.partition("CMD ")
+    assert exec_form(command) == ["python", "-m", "worker.ping"]
+    timeout = int(re.search(r"--timeout=(\d+)s", options).group(1))  # type: ignore[union-attr]
+    # Python's start-up and the ping's own wait fit in Docker's timeout.
+    assert timeout > Settings().readiness_timeout_seconds + 2
 
 
 @pytest.mark.parametrize("path", [API_DOCKERFILE, WORKER_DOCKERFILE], ids=lambda p: p.name)

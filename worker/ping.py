@@ -1,0 +1,48 @@
+"""`python -m worker.ping [NODE_NAME]`: does this worker consume? Exit 0 if it ran a ping
+task sent to its own queue within the readiness timeout, else 1.
+
+A live worker process is not enough: after a broker reconnect a worker can stay alive
+and stop taking tasks. Every worker also consumes its own direct queue (`worker_direct`),
+so the ping reaches this worker and no other. NODE_NAME defaults to Celery's own default,
+`celery@<host name>`, which is what a container's worker is called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import time
+
+from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.utils import worker_direct
+
+from common.protocol import PING_TASK
+from common.settings import get_settings
+from worker.celery_app import create_celery
+
+
+def main(argv: list[str]) -> int:
+    settings = get_settings()
+    node = argv[0] if argv else f"celery@{socket.gethostname()}"
+    app = create_celery(settings)
+    started = time.perf_counter()
+    result = app.send_task(PING_TASK, queue=worker_direct(node), expires=60)
+    try:
+        answer = result.get(timeout=settings.readiness_timeout_seconds)
+    except CeleryTimeout:
+        print(f"{node}: no answer within {settings.readiness_timeout_seconds:g} s")
+        return 1
+    except Exception as exc:  # the broker or backend is down: not ready either
+        print(f"{node}: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        with contextlib.suppress(Exception):
+            result.forget()
+    took = (time.perf_counter() - started) * 1000
+    print(f"{answer['worker']} (pid {answer['pid']}) answered in {took:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
