@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from math import isfinite
+from operator import itemgetter
 from typing import Annotated, Any
 
 from pydantic import (
@@ -24,6 +26,9 @@ _PYTHON_TYPES: dict[str, Any] = {
     "int": Annotated[int, Strict()],
     "bool": Annotated[bool, Strict()],
 }
+
+
+_EXACT_TYPES: dict[str, type] = {"float": float, "int": int, "bool": bool}
 
 
 def build_input_model(meta: ModelMetadata) -> type[BaseModel]:
@@ -57,6 +62,12 @@ class InputValidator:
         self.row_model = build_input_model(meta)
         self._rows = TypeAdapter(list[self.row_model])  # type: ignore[name-defined]
         self._fields = list(self.row_model.model_fields)
+        self._names = meta.feature_names
+        self._keys = set(self._names)
+        self._types = tuple(_EXACT_TYPES[feature.type] for feature in meta.features)
+        names = self._names
+        # itemgetter of one name returns the value itself, not a 1-tuple
+        self._values = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
 
     def json_schema(self) -> dict[str, Any]:
         return self.row_model.model_json_schema(by_alias=True)
@@ -75,12 +86,39 @@ class InputValidator:
                 f"too many rows: {len(rows)} > {max_rows} per request; "
                 "split the request or submit a job"
             )
+        fast = self._exact_rows(rows)
+        if fast is not None:
+            return fast
         try:
             models = self._rows.validate_python(rows)
         except ValidationError as exc:
             raise _invalid(exc, single=isinstance(input_data, dict)) from None
         fields = self._fields
         return [[getattr(model, name) for name in fields] for model in models]
+
+    def _exact_rows(self, rows: list[Any]) -> list[list[Any]] | None:
+        """The rows in feature order if every row is exactly right, else None.
+
+        The common case, checked with C-level list operations: exactly the features, each
+        value exactly of its feature's type (a bool is not an int here), the row's sum
+        finite (so no NaN or infinity). Everything it accepts, the pydantic model accepts
+        with the same values; anything else goes to pydantic, which also names the
+        problem. A third of the API's time on 1,000-row requests went to pydantic."""
+        keys, types, get_values = self._keys, self._types, self._values
+        out: list[list[Any]] = []
+        for row in rows:
+            if type(row) is not dict or row.keys() != keys:
+                return None
+            values = get_values(row)
+            if tuple(map(type, values)) != types:
+                return None
+            try:
+                if not isfinite(sum(values)):
+                    return None
+            except OverflowError:  # an int too large for a float: pydantic decides
+                return None
+            out.append(list(values))
+        return out
 
 
 def _invalid(exc: ValidationError, single: bool) -> InvalidInput:

@@ -15,21 +15,23 @@ from common.schemas import InputValidator
 
 @pytest.fixture
 def meta() -> ModelMetadata:
-    return ModelMetadata.model_validate({
-        "model_type": "tiny",
-        "version": "1",
-        "framework": "xgboost",
-        "artifact_format": "xgboost-ubj",
-        "sha256": "a" * 64,
-        "features": [
-            {"name": "mean radius", "type": "float", "min": 6.5, "max": 28.1},
-            {"name": "age", "type": "int"},
-            {"name": "smoker", "type": "bool"},
-            {"name": "z-score"},
-        ],
-        "classes": ["a", "b"],
-        "created_at": datetime(2025, 1, 1, tzinfo=UTC),
-    })
+    return ModelMetadata.model_validate(
+        {
+            "model_type": "tiny",
+            "version": "1",
+            "framework": "xgboost",
+            "artifact_format": "xgboost-ubj",
+            "sha256": "a" * 64,
+            "features": [
+                {"name": "mean radius", "type": "float", "min": 6.5, "max": 28.1},
+                {"name": "age", "type": "int"},
+                {"name": "smoker", "type": "bool"},
+                {"name": "z-score"},
+            ],
+            "classes": ["a", "b"],
+            "created_at": datetime(2025, 1, 1, tzinfo=UTC),
+        }
+    )
 
 
 @pytest.fixture
@@ -155,8 +157,9 @@ def test_wrongly_typed_value_names_the_feature(
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_non_finite_float_is_refused_naming_the_feature(validator: InputValidator,
-                                                         value: float) -> None:
+def test_non_finite_float_is_refused_naming_the_feature(
+    validator: InputValidator, value: float
+) -> None:
     error = _single_error(validator, row(**{"z-score": value}))
 
     assert error.message == "invalid input_data: z-score: Input should be a finite number"
@@ -216,3 +219,69 @@ def test_json_schema_requires_every_feature_by_name(validator: InputValidator) -
         "observed in training: 6.5 to 28.1"
     )
     assert "description" not in schema["properties"]["z-score"]
+
+
+# The fast path (`_exact_rows`) against pydantic, on rows mixing right and wrong values.
+ODD_VALUES: list[Any] = [
+    0, 1, -7, 2.5, -0.0, 1e308, -1e308, math.inf, -math.inf, math.nan,
+    True, False, None, "1.5", "", [], {}, 10**30, 10**400,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fast_path_agrees_with_pydantic(meta: ModelMetadata, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    validator = InputValidator(meta, max_rows=1000)
+    for _ in range(300):
+        rows = []
+        for _ in range(rng.randint(1, 3)):
+            values = row(**{"mean radius": rng.uniform(-5, 5), "age": rng.randint(-9, 9)})
+            if rng.random() < 0.5:
+                values[rng.choice(list(values))] = rng.choice(ODD_VALUES)
+            if rng.random() < 0.1:
+                values.pop(rng.choice(list(values)))
+            if rng.random() < 0.1:
+                values["extra"] = 1.0
+            rows.append(values)
+        fast = validator._exact_rows(rows)
+        try:
+            expected = validator.validate(rows)
+        except InvalidInput:
+            assert fast is None, rows  # the fast path never accepts what pydantic refuses
+            continue
+        if fast is not None:
+            assert fast == expected and [list(map(type, r)) for r in fast] == [
+                list(map(type, r)) for r in expected
+            ], rows
+
+
+def test_fast_path_takes_exact_rows_and_leaves_the_rest(meta: ModelMetadata) -> None:
+    validator = InputValidator(meta, max_rows=10)
+    assert validator._exact_rows([row(), row(age=3)]) == [
+        [12.5, 40, False, -0.25],
+        [12.5, 3, False, -0.25],
+    ]
+    assert validator._exact_rows([row(), row(age=True)]) is None  # a bool is not an int
+    assert validator._exact_rows([row(**{"mean radius": 12})]) is None  # pydantic converts
+    assert validator._exact_rows([row(**{"z-score": math.nan})]) is None
+    assert validator._exact_rows([row(), "not a row"]) is None
+
+
+def test_single_feature_models_use_the_fast_path() -> None:
+    meta = ModelMetadata.model_validate(
+        {
+            "model_type": "one",
+            "version": "1",
+            "framework": "xgboost",
+            "artifact_format": "xgboost-ubj",
+            "sha256": "a" * 64,
+            "features": [{"name": "x"}],
+            "classes": ["a", "b"],
+            "created_at": datetime(2025, 1, 1, tzinfo=UTC),
+        }
+    )
+    validator = InputValidator(meta, max_rows=10)
+    assert validator._exact_rows([{"x": 1.5}, {"x": -2.0}]) == [[1.5], [-2.0]]
+    assert validator.validate([{"x": 1.5}]) == [[1.5]]
