@@ -15,12 +15,19 @@ from typing import Any
 import orjson
 import redis
 from celery import Celery
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_failure
 
 from common import callbacks, job_objects, metrics
 from common.cache import models_epoch_key
 from common.db import PredictionLogRepo, create_log_engine, create_tables
-from common.errors import CallbackFailed, InvalidInput, ServingError, WorkerCrashed
+from common.errors import (
+    CallbackFailed,
+    InvalidInput,
+    PredictionTimeLimit,
+    ServingError,
+    WorkerCrashed,
+)
 from common.jobs import TERMINAL, WorkerJobs
 from common.observability import request_id_var
 from common.protocol import (
@@ -56,6 +63,10 @@ class WorkerRuntime:
 
     def state(self) -> ProcessState:
         if self._state is None or self._state.pid != os.getpid():
+            if self._state is not None:
+                # Built in the parent (see record_hard_time_limit) and inherited through
+                # fork: leave the parent's database connections to the parent.
+                self._state.log_repo.engine.dispose(close=False)
             self._state = self._build()
         return self._state
 
@@ -99,10 +110,11 @@ class WorkerRuntime:
         state.jobs.start(job_id, time.time())
         labels = (model_type, version)
         try:
-            self._check_attempts(state, task_id)
-            model = state.models.get(model_type, version, sha256)
-            started = time.perf_counter()
-            result = model.predict(rows)
+            with soft_time_limit_as_error(self.settings):
+                self._check_attempts(state, task_id)
+                model = state.models.get(model_type, version, sha256)
+                started = time.perf_counter()
+                result = model.predict(rows)
             metrics.INFERENCE_DURATION.labels(*labels).observe(time.perf_counter() - started)
         except ServingError as exc:
             metrics.TASK_FAILURES.labels(*labels, exc.type).inc()
@@ -120,10 +132,12 @@ class WorkerRuntime:
         return outcome
 
     def _check_attempts(self, state: ProcessState, task_id: str | None) -> None:
-        """Counted before the work, so a run that kills the process still counts."""
+        """Called with the id of a redelivered task only (`redelivered_id`): a first
+        delivery costs no Redis round trip and leaves no key. Counted before the work,
+        so a run that kills the process still counts."""
         if task_id is None:
             return
-        attempts = state.jobs.count_attempt(task_id)
+        attempts = state.jobs.count_attempt(task_id) + 1  # the first run was not counted
         if attempts > self.settings.task_max_attempts:
             raise WorkerCrashed(
                 f"this task ended its worker process {attempts - 1} times (a crash or the "
@@ -223,10 +237,11 @@ class WorkerRuntime:
         for _, _, received_at in segments:
             metrics.TASK_QUEUE_WAIT.labels(*labels).observe(max(0.0, now - received_at))
         try:
-            self._check_attempts(state, task_id)
-            model = state.models.get(model_type, version, sha256)
-            inference_started = time.perf_counter()
-            result = model.predict(rows)
+            with soft_time_limit_as_error(self.settings):
+                self._check_attempts(state, task_id)
+                model = state.models.get(model_type, version, sha256)
+                inference_started = time.perf_counter()
+                result = model.predict(rows)
             metrics.INFERENCE_DURATION.labels(*labels).observe(
                 time.perf_counter() - inference_started
             )
@@ -240,6 +255,22 @@ class WorkerRuntime:
         metrics.TASKS.labels(*labels, "ok").inc()
         metrics.TASK_DURATION.labels(*labels).observe(time.perf_counter() - started)
         return result
+
+    def record_hard_time_limit(self, task_name: str, args: list[Any]) -> None:
+        """In the worker's main process: the pool killed a task's process at the hard
+        time limit, so the task logged nothing. Log its requests, or fail its job."""
+        exc = PredictionTimeLimit.after(self.settings.task_time_limit_seconds, hard=True)
+        state = self.state()
+        if task_name == PREDICT_TASK:
+            model_type, version, _, rows, segments = args
+            labels = (model_type, version)
+            state.log_repo.record(self._entries(labels, rows, segments, None, None, exc))
+            metrics.TASKS.labels(*labels, "error").inc()
+        else:
+            job_id, _, model_type, version = args[:4]
+            labels = (model_type, version)
+            self._fail_job(state, job_id, exc)
+        metrics.TASK_FAILURES.labels(*labels, exc.type).inc()
 
     @staticmethod
     def _entries(
@@ -302,6 +333,23 @@ def task_context(request_id: str) -> Iterator[None]:
         request_id_var.reset(token)
 
 
+def redelivered_id(task: Any) -> str | None:
+    """The task's id if its message came back to the queue (a crash, a lost connection,
+    the visibility timeout: kombu marks every restored message), else None."""
+    info = task.request.delivery_info or {}
+    return task.request.id if info.get("redelivered") else None
+
+
+@contextlib.contextmanager
+def soft_time_limit_as_error(settings: Settings) -> Iterator[None]:
+    """Celery raises SoftTimeLimitExceeded inside a task past its soft time limit: it
+    becomes a domain error, so the request is logged and answered as a time limit."""
+    try:
+        yield
+    except SoftTimeLimitExceeded:
+        raise PredictionTimeLimit.after(settings.task_soft_time_limit_seconds, hard=False) from None
+
+
 def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     @app.task(name=PREDICT_TASK, bind=True)  # type: ignore[untyped-decorator]
     def predict(
@@ -314,7 +362,9 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     ) -> dict[str, Any]:
         # Every log line of the task carries its requests' ids.
         with task_context(",".join(str(segment[0]) for segment in segments)):
-            return runtime.predict(model_type, version, sha256, rows, segments, task.request.id)
+            return runtime.predict(
+                model_type, version, sha256, rows, segments, redelivered_id(task)
+            )
 
     @app.task(name=PREDICT_CHUNK_TASK, bind=True)  # type: ignore[untyped-decorator]
     def predict_chunk(
@@ -328,7 +378,7 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     ) -> str:
         with task_context(job_id):
             return runtime.predict_chunk(
-                job_id, index, model_type, version, sha256, rows, task.request.id
+                job_id, index, model_type, version, sha256, rows, redelivered_id(task)
             )
 
     @app.task(
@@ -371,3 +421,18 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         )
 
     runtime.send_chunk = send_chunk  # type: ignore[method-assign]
+
+    @task_failure.connect(weak=False)  # type: ignore[untyped-decorator]
+    def on_hard_time_limit(
+        sender: Any = None, exception: BaseException | None = None, args: Any = None, **_: Any
+    ) -> None:
+        # Sent in the main process after the pool killed the task's process; the task's
+        # message is acknowledged (acks_on_timeout), so it does not run again.
+        if not isinstance(exception, TimeLimitExceeded) or getattr(sender, "app", None) is not app:
+            return
+        if sender.name not in {PREDICT_TASK, PREDICT_CHUNK_TASK}:
+            return
+        try:
+            runtime.record_hard_time_limit(sender.name, list(args))
+        except Exception:
+            log.exception("could not record the hard time limit of %s", sender.name)

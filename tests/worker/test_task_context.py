@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import redis
 from celery.exceptions import Reject
@@ -36,3 +38,17 @@ def test_request_id_is_set_inside_and_restored_after() -> None:
     with tasks.task_context("req-3"):
         assert request_id_var.get() == "req-3"
     assert request_id_var.get() == before
+
+
+@pytest.mark.parametrize(
+    ("delivery_info", "expected"),
+    [
+        ({"redelivered": True, "routing_key": "q"}, "task-1"),
+        ({"redelivered": False}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_only_redelivered_tasks_are_counted(delivery_info: object, expected: str | None) -> None:
+    task = SimpleNamespace(request=SimpleNamespace(id="task-1", delivery_info=delivery_info))
+    assert tasks.redelivered_id(task) == expected
