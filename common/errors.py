@@ -102,6 +102,23 @@ class PredictionTimeout(ServingError):
     type = "prediction_timeout"
 
 
+class PredictionTimeLimit(ServingError):
+    """The model ran past the worker's task time limit and was stopped. Unlike
+    PredictionTimeout (no answer yet, the task may still finish), the task is over."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT
+    type = "time_limit_exceeded"
+
+    @classmethod
+    def after(cls, seconds: float, hard: bool) -> PredictionTimeLimit:
+        if hard:
+            message = f"the prediction ran past the hard time limit of {seconds:g} s; its "
+            message += "worker process was killed"
+        else:
+            message = f"the prediction ran past the time limit of {seconds:g} s and was stopped"
+        return cls(message, {"time_limit_seconds": seconds, "limit": "hard" if hard else "soft"})
+
+
 class PredictionDeferred(ServingError):
     """Not an error for the caller: the answer will be a job to poll (202)."""
 
@@ -144,6 +161,10 @@ def _collect(cls: type[ServingError]) -> None:
 
 _collect(ServingError)
 
+# Raised by Celery's pool (billiard) when a task runs too long: name -> is the hard limit.
+_TIME_LIMITS = {"TimeLimitExceeded": True, "SoftTimeLimitExceeded": False}
+_TIME_LIMIT_MODULES = {"billiard.exceptions", "celery.exceptions"}
+
 
 def from_task_failure(
     exc_type: str, exc_message: Any, exc_module: str | None = None
@@ -151,6 +172,12 @@ def from_task_failure(
     """Rebuild a domain error from the fields Celery stores for a failed task."""
     cls = _BY_NAME.get(exc_type) if exc_module in {None, __name__} else None
     args = exc_message if isinstance(exc_message, list | tuple) else [exc_message]
+    if exc_type in _TIME_LIMITS and exc_module in _TIME_LIMIT_MODULES:
+        # Celery's own time-limit errors: the hard one carries the limit in seconds.
+        seconds = args[0] if args and isinstance(args[0], int | float) else None
+        if seconds is None:
+            return PredictionTimeLimit("the prediction ran past the task time limit")
+        return PredictionTimeLimit.after(float(seconds), hard=_TIME_LIMITS[exc_type])
     if cls is None:
         # Never leak foreign exception text or tracebacks to clients.
         return PredictionFailed(f"the worker failed with {exc_type}")
