@@ -34,13 +34,27 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": settings.task_soft_time_limit_seconds,
         "task_time_limit": settings.task_time_limit_seconds,
         "result_expires": settings.result_expires_seconds,
+        # A message that a worker took and never acknowledged (the whole worker was
+        # killed, or its host died) goes back to the queue once it is `visibility_timeout`
+        # old, when a live worker next sweeps the broker's unacked set. kombu sweeps every
+        # `unacked_restore_interval` s but scans only on every `unacked_restore_throttle`-th
+        # sweep: 10 x 10 s by default, so up to 100 s late. Sweep every tenth of the
+        # visibility timeout (1 to 10 s), scanning each time: one ZRANGE per worker.
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            "unacked_restore_interval": restore_sweep_seconds(settings),
+            "unacked_restore_throttle": 1,
         },
         "broker_connection_retry_on_startup": True,
         # A worker never gives up on the broker (Celery's default stops after 100 tries):
         # it reconnects, at most 30 s apart, whenever Redis comes back.
         "broker_connection_max_retries": None,
+        # Not Celery 6's True: cancelling a task on a lost broker connection first marks
+        # it for retry in the result backend, which is the same Redis and just as gone; the
+        # cancel then fails after killing the pool process, and the task is acknowledged
+        # as revoked: lost (celery#7185; seen in test_redis_outage). Left running, it is
+        # delivered again (at the latest after the visibility timeout); runs are idempotent.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         # Each worker also consumes its own queue (`<node name>.dq2`), so a health check
         # can send a ping task to one particular worker (`python -m worker.ping`).
         "worker_direct": True,
@@ -53,6 +67,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_max": 0.5,
         },
     }
+
+
+def restore_sweep_seconds(settings: Settings) -> int:
+    """How often a worker looks for unacknowledged messages past the visibility timeout."""
+    return max(1, min(10, settings.broker_visibility_timeout_seconds // 10))
 
 
 def use_orjson_codec() -> None:
