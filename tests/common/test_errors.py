@@ -153,3 +153,20 @@ def test_a_foreign_exception_with_a_domain_name_is_not_trusted() -> None:
     assert "secret internals" not in rebuilt.message
     ours = from_task_failure("Forbidden", ["no"], "common.errors")
     assert type(ours) is errors.Forbidden and ours.message == "no"
+
+
+@pytest.mark.parametrize("module", ["billiard.exceptions", "celery.exceptions"])
+def test_celery_time_limits_become_a_504_naming_the_limit(module: str) -> None:
+    hard = from_task_failure("TimeLimitExceeded", [4.0], module)
+    soft = from_task_failure("SoftTimeLimitExceeded", ["SoftTimeLimitExceeded(True,)"], module)
+
+    assert type(hard) is errors.PredictionTimeLimit and int(hard.status) == 504
+    assert hard.to_dict() == {
+        "type": "time_limit_exceeded",
+        "message": "the prediction ran past the hard time limit of 4 s; its worker process "
+        "was killed",
+        "details": {"time_limit_seconds": 4.0, "limit": "hard"},
+    }
+    assert type(soft) is errors.PredictionTimeLimit
+    assert soft.message == "the prediction ran past the task time limit"
+    assert from_task_failure("TimeLimitExceeded", [4.0], "somelib").type == "prediction_failed"
