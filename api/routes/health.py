@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from api.deps import ReaderDep, Services, ServicesDep
+from api.responses import errors
 from common.errors import ServingError
 
 router = APIRouter(tags=["health"])
@@ -45,7 +46,10 @@ def _worker_answers(services: Services) -> bool:
     status_code=200,
     response_model=Health,
     summary="Health of Redis and workers",
-    responses={503: {"model": Health, "description": "Redis or every worker is down"}},
+    responses={
+        **errors(401),
+        503: {"model": Health, "description": "Redis or every worker is down"},
+    },
 )
 async def health(services: ServicesDep, response: Response, _: ReaderDep) -> Health:
     redis_ok = await _redis_ok(services)
@@ -71,7 +75,10 @@ class Readiness(BaseModel):
     "result, so it proves the whole path (broker, a worker consuming, the result "
     "backend), where `GET /` only asks whether a worker process is alive. It waits "
     "behind queued work: a saturated queue reads as not ready.",
-    responses={503: {"model": Readiness, "description": "No worker answered in time"}},
+    responses={
+        **errors(401),
+        503: {"model": Readiness, "description": "No worker answered in time"},
+    },
 )
 async def ready(services: ServicesDep, response: Response, _: ReaderDep) -> Readiness:
     timeout = services.settings.readiness_timeout_seconds
