@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -106,6 +107,16 @@ def _error(status: int, type_: str, message: str, details: Any = None) -> JSONRe
     return JSONResponse({"error": body}, status_code=status)
 
 
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods of every documented operation whose path template matches `path`."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        pattern = "[^/]+".join(map(re.escape, re.split(r"\{[^/}]+\}", template)))
+        if re.fullmatch(pattern, path):
+            methods.update(method.upper() for method in operations)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServingError)
     async def serving_error(_: Request, exc: ServingError) -> JSONResponse:
@@ -120,8 +131,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(422, "invalid_request", message, details)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, "http_error", str(exc.detail))
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        response = _error(exc.status_code, "http_error", str(exc.detail))
+        response.headers.update(exc.headers or {})
+        # RFC 9110: a 405's `Allow` lists every method of the resource. Starlette's names
+        # only the first route that matched the path (GET of GET and DELETE /jobs/{id}).
+        if exc.status_code == 405 and (
+            methods := _allowed_methods(request.app, request.scope["path"])
+        ):
+            response.headers["Allow"] = ", ".join(methods)
+        return response
 
     @app.exception_handler(RedisError)
     @app.exception_handler(OperationalError)
