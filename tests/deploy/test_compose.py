@@ -7,6 +7,7 @@ rendered by it with the placeholder values of .env.example.
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,7 +24,8 @@ ENV_EXAMPLE = ROOT / ".env.example"
 
 ONE_SHOT = {"create-bucket", "publish-models"}
 LONG_RUNNING = {"api", "worker", "redis", "minio", "flower", "prometheus", "grafana"}
-SECRET_KEY = re.compile(r"PASSWORD|SECRET|API_KEYS|BASIC_AUTH")
+# AUTH$: FLOWER_BASIC_AUTH, REDISCLI_AUTH (not GF_AUTH_ANONYMOUS_ENABLED).
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|API_KEYS|AUTH$")
 REQUIRED_VARIABLE = re.compile(r"^\$\{([A-Z][A-Z0-9_]*):\?[^}]+\}$")
 SERVING_ENV = {
     "SERVING_REDIS_URL": "redis://redis:6379/0",
@@ -147,16 +149,57 @@ def test_api_service(services: dict[str, Any]) -> None:
     assert "http://127.0.0.1:8000/healthz" in " ".join(api["healthcheck"]["test"])
 
 
+def redis_server_argv(services: dict[str, Any]) -> list[str]:
+    """The redis-server line of the redis service's script, as argv."""
+    redis = services["redis"]
+    assert redis["entrypoint"] == ["/bin/sh", "-ec"]
+    (script,) = redis["command"]
+    (line,) = [line for line in script.splitlines() if "redis-server" in line]
+    words = shlex.split(line)
+    # Through the image's entrypoint, which drops root for the redis user.
+    assert words[:3] == ["exec", "docker-entrypoint.sh", "redis-server"], line
+    assert words[-2:] == ["-", "<<EOF"], line  # the config on stdin
+    return words[2:-1]
+
+
 def test_redis_is_private_and_never_evicts(services: dict[str, Any]) -> None:
     redis = services["redis"]
     assert "ports" not in redis
     assert re.fullmatch(r"redis:7\.\d+\.\d+(-[a-z0-9.]+)?", redis["image"]), redis["image"]
-    command = redis["command"]
-    assert command[0] == "redis-server"
-    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
-    assert command[command.index("--appendonly") + 1] == "yes"
+    argv = redis_server_argv(services)
+    assert argv[argv.index("--maxmemory-policy") + 1] == "noeviction"
+    assert argv[argv.index("--appendonly") + 1] == "yes"
     assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
     assert "redis-data:/data" in redis["volumes"]
+
+
+def test_redis_requires_a_password_given_on_stdin(services: dict[str, Any]) -> None:
+    redis = services["redis"]
+    env = environment(redis)
+    for key in ("REDIS_PASSWORD", "REDISCLI_AUTH"):
+        found = REQUIRED_VARIABLE.match(env[key])
+        assert found and found.group(1) == "REDIS_PASSWORD", (key, env[key])
+    argv = redis_server_argv(services)
+    # `-` reads a config from stdin; Redis 7 takes it first or last only, and the
+    # image's entrypoint may insert options right after `redis-server`: so last.
+    assert argv[-1] == "-"
+    assert not any("requirepass" in word or "$" in word for word in argv)
+    script = redis["command"][0]
+    body = script.split("<<EOF\n", 1)[1]
+    assert body.splitlines()[:2] == ["requirepass $$REDIS_PASSWORD", "EOF"]
+    # A password that would break the broker URLs stops Redis with a message instead.
+    assert 'case "$$REDIS_PASSWORD" in' in script and "exit 1" in script
+
+
+def test_redis_healthcheck_authenticates_from_the_environment(services: dict[str, Any]) -> None:
+    redis = services["redis"]
+    test = redis["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    # redis-cli takes REDISCLI_AUTH from the container's environment: no -a/--pass/--user
+    # (those would show in `ps`), and a wrong or missing password fails the PONG check.
+    assert not re.search(r"(^|\s)(-a|--pass|--user|--askpass)(\s|$)", test[1]), test[1]
+    assert "grep -q PONG" in test[1]
+    assert environment(redis)["REDISCLI_AUTH"] == environment(redis)["REDIS_PASSWORD"]
 
 
 def test_dependencies_wait_for_health_and_completion(services: dict[str, Any]) -> None:
@@ -201,7 +244,21 @@ def test_secrets_come_only_from_required_variables(services: dict[str, Any]) -> 
         "MINIO_ROOT_PASSWORD",
         "FLOWER_BASIC_AUTH",
         "GF_SECURITY_ADMIN_PASSWORD",
+        "REDIS_PASSWORD",
+        "REDISCLI_AUTH",
+        "SERVING_REDIS_PASSWORD",
     } <= checked
+
+
+def test_one_redis_password_for_every_service(services: dict[str, Any]) -> None:
+    """Redis, redis-cli, the serving services and Flower all take REDIS_PASSWORD."""
+    users = {}
+    for name, service in services.items():
+        for key, value in environment(service).items():
+            if key in {"REDIS_PASSWORD", "REDISCLI_AUTH", "SERVING_REDIS_PASSWORD"}:
+                users[(name, key)] = REQUIRED_VARIABLE.match(value).group(1)  # type: ignore[union-attr]
+    assert set(users.values()) == {"REDIS_PASSWORD"}
+    assert {name for name, _ in users} == {"redis", "api", "worker", "publish-models", "flower"}
 
 
 def test_secrets_never_reach_a_command_line(services: dict[str, Any]) -> None:
@@ -213,14 +270,23 @@ def test_secrets_never_reach_a_command_line(services: dict[str, Any]) -> None:
         for key, value in environment(service).items()
         if SECRET_KEY.search(key)
     }
+    assert "REDIS_PASSWORD" in secret_variables
     for name, service in services.items():
-        argv = service.get("command", []) + service.get("entrypoint", [])
+        # The healthcheck's command shows in `docker inspect` and `ps` as well.
+        healthcheck = service.get("healthcheck", {}).get("test", [])
+        argv = service.get("command", []) + service.get("entrypoint", []) + healthcheck
         text = " ".join(argv) if isinstance(argv, list) else str(argv)
         for variable in secret_variables:
             assert f"${{{variable}" not in text, f"{name} puts {variable} on its command line"
-    script = services["create-bucket"]["command"][0]
-    assert "$$MINIO_ROOT_PASSWORD" in script and "$$SERVING_S3_SECRET_ACCESS_KEY" in script
-    assert "${" not in script
+    for name, secrets in [
+        ("create-bucket", ["$$MINIO_ROOT_PASSWORD", "$$SERVING_S3_SECRET_ACCESS_KEY"]),
+        ("redis", ["$$REDIS_PASSWORD"]),
+        ("flower", ["$$REDIS_PASSWORD"]),
+    ]:
+        script = services[name]["command"][0]
+        for secret in secrets:
+            assert secret in script, (name, secret)
+        assert "${" not in script, name
 
 
 def strings_in(value: Any) -> list[str]:
@@ -247,7 +313,14 @@ def test_env_example_lists_every_required_variable_with_a_placeholder(
         if SECRET_KEY.search(key):
             assert "change-me" in value, f"{key}: not an obvious placeholder"
             assert value not in text, f"{key}'s placeholder is written in docker-compose.yml"
-    assert {"SERVING_API_KEYS", "MINIO_ROOT_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= required
+    assert {
+        "SERVING_API_KEYS",
+        "MINIO_ROOT_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "REDIS_PASSWORD",
+    } <= required
+    # It goes into Flower's broker URL as it is, and Redis refuses anything else.
+    assert re.fullmatch(r"[A-Za-z0-9._~-]+", example["REDIS_PASSWORD"])
     assert example["SERVING_S3_ACCESS_KEY_ID"] != example["MINIO_ROOT_USER"]
 
 
@@ -260,6 +333,8 @@ def test_services_share_the_serving_settings(services: dict[str, Any]) -> None:
         for key in env:
             # A misspelt SERVING_* variable would be ignored silently by the settings.
             assert key.startswith("SERVING_") and key[8:].lower() in fields, (name, key)
+        # The settings add it to every Redis URL (common/settings.py, _with_credentials).
+        assert env["SERVING_REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?"), name
     assert "SERVING_API_KEYS" in environment(services["api"])
     assert "SERVING_API_KEYS" not in environment(services["worker"])
 
@@ -307,8 +382,13 @@ def test_minio_keeps_its_s3_port_inside_the_network(services: dict[str, Any]) ->
 def test_flower_service(services: dict[str, Any]) -> None:
     flower = services["flower"]
     assert re.fullmatch(r"mher/flower:\d+\.\d+\.\d+", flower["image"])
-    broker = "--broker=redis://redis:6379/0"
-    assert flower["command"] == ["celery", broker, "flower", "--port=5555"]
+    assert flower["entrypoint"] == ["/bin/sh", "-ec"]
+    # Celery reads CELERY_BROKER_URL: the password stays out of Flower's argv.
+    assert flower["command"] == [
+        'export CELERY_BROKER_URL="redis://:$$REDIS_PASSWORD@redis:6379/0"\n'
+        "exec celery flower --port=5555\n"
+    ]
+    assert environment(flower)["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
     assert "http://127.0.0.1:5555/healthcheck" in " ".join(flower["healthcheck"]["test"])
     assert [container for _, _, container in published_ports(flower)] == ["5555"]
 
