@@ -64,6 +64,9 @@ JOB_BODY: dict[str, Any] = {
             "application/json": {
                 "schema": {
                     "type": "object",
+                    "additionalProperties": False,
+                    # exactly one of the two inputs: rows, or a CSV object in the store
+                    "oneOf": [{"required": ["input_data"]}, {"required": ["input_object"]}],
                     "properties": {
                         "input_object": {
                             "type": "string",
@@ -76,7 +79,7 @@ JOB_BODY: dict[str, Any] = {
                         "input_data": {
                             "anyOf": [
                                 {"type": "object"},
-                                {"type": "array", "items": {"type": "object"}},
+                                {"type": "array", "items": {"type": "object"}, "minItems": 1},
                             ]
                         },
                         "model_type": {

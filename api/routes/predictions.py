@@ -32,7 +32,9 @@ REQUEST_BODY: dict[str, Any] = {
                     "required": ["input_data"],
                     "additionalProperties": False,
                     "properties": {
-                        "input_data": {"anyOf": [_Row, {"type": "array", "items": _Row}]}
+                        "input_data": {
+                            "anyOf": [_Row, {"type": "array", "items": _Row, "minItems": 1}]
+                        }
                     },
                 },
                 "examples": {
@@ -53,7 +55,7 @@ ROUTE: dict[str, Any] = {
             "description": "with `Prefer: respond-async`, or past the "
             "deadline: the prediction as a job; poll the `Location`",
         },
-        **errors(400, 401, 404, 413, 422, 503),
+        **errors(400, 401, 404, 409, 413, 422, 503, 504),
     },
 }
 
