@@ -19,6 +19,19 @@ of the 1,000-row requests, and the CPU each process used during each window, and
 bench/results/sync_predict.json. With --pin (the default on 2+ cores) the servers share
 core 0 and the load generator runs on core 1, so every design gets the same single core.
 
+`--scenarios NAMES` runs only the named scenarios (comma-separated: bare, miss, hit, naive,
+bare-1000, miss-1000; default all) and starts only the services they need; the bare
+scenario a ratio is relative to always runs too.
+
+`--profile DIR` samples the services under load with py-spy (bench/profile.py) during each
+measured window: one `py-spy record --subprocesses --nonblocking --format raw` per service
+the scenario loads (api and worker; bare; naive-api and naive-worker), at --profile-rate
+samples/s (--profile-gil: only samples holding the GIL), on the load generator's core;
+collapsed stacks in DIR/<scenario>-c<concurrency>-<service>.txt. It prints, per point and
+service, the top functions by total (inclusive) and by self share of the samples, and
+writes the same to DIR/summary.md. Profiling costs the services some speed: compare
+profiled figures with profiled figures only.
+
 `--soak SECONDS` runs bench/soak.py instead: the stack alone under mixed load, its
 memory sampled every 10 s; the exit status is 1 if any request failed.
 """
@@ -35,9 +48,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from bench import soak
+from bench import profile, soak
 from bench.loadgen import Bodies, BodyTemplate, LoadPlan, LoadResult
 from bench.naive_worker import POOL_PROCESSES as NAIVE_POOL_PROCESSES
 from bench.naive_worker import QUEUE as NAIVE_QUEUE
@@ -75,6 +89,7 @@ STACK_BIG = f"stack, {BIG_ROWS:,}-row miss"
 
 @dataclass(frozen=True)
 class Scenario:
+    key: str  # its name in --scenarios and in profile file names
     name: str
     target: str  # "bare", "api" or "naive"
     bodies: Bodies
@@ -83,13 +98,19 @@ class Scenario:
 
 
 SCENARIOS = (
-    Scenario(BARE, "bare", "unique"),
-    Scenario("stack, cache miss", "api", "unique"),
-    Scenario("stack, cache hit", "api", "repeated"),
-    Scenario("naive Celery", "naive", "unique"),
-    Scenario(BARE_BIG, "bare", "unique", rows=BIG_ROWS, baseline=BARE_BIG),
-    Scenario(STACK_BIG, "api", "unique", rows=BIG_ROWS, baseline=BARE_BIG),
+    Scenario("bare", BARE, "bare", "unique"),
+    Scenario("miss", "stack, cache miss", "api", "unique"),
+    Scenario("hit", "stack, cache hit", "api", "repeated"),
+    Scenario("naive", "naive Celery", "naive", "unique"),
+    Scenario(f"bare-{BIG_ROWS}", BARE_BIG, "bare", "unique", rows=BIG_ROWS, baseline=BARE_BIG),
+    Scenario(f"miss-{BIG_ROWS}", STACK_BIG, "api", "unique", rows=BIG_ROWS, baseline=BARE_BIG),
 )
+# The services behind each target, in Servers.pids (and so the ones profiled).
+TARGET_SERVICES = {
+    "bare": ("bare",),
+    "api": ("api", "worker"),
+    "naive": ("naive-api", "naive-worker"),
+}
 
 
 @dataclass
@@ -107,11 +128,41 @@ class Point:
     rows_per_s: float
 
 
+@dataclass(frozen=True)
+class Profiled:
+    """One service's py-spy recording during one point's window."""
+
+    scenario: str
+    concurrency: int
+    service: str
+    path: Path
+    seconds: int
+
+
 # --- options ------------------------------------------------------------------------------
 
 
 def concurrency_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",")]
+
+
+def scenario_list(text: str) -> list[Scenario]:
+    """The named scenarios, with the baselines their ratios need, in SCENARIOS' order."""
+    by_key = {s.key: s for s in SCENARIOS}
+    keys = {part.strip() for part in text.split(",") if part.strip()}
+    if unknown := sorted(keys - by_key.keys()):
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(by_key)}"
+        )
+    if not keys:
+        raise argparse.ArgumentTypeError(f"no scenario named; choose from {', '.join(by_key)}")
+    baselines = {s.baseline for s in SCENARIOS if s.key in keys}
+    return [s for s in SCENARIOS if s.key in keys or s.name in baselines]
+
+
+def needed_services(scenarios: list[Scenario]) -> list[str]:
+    wanted = {service for s in scenarios for service in TARGET_SERVICES[s.target]}
+    return [service for service in SERVICES if service in wanted]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -148,12 +199,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"instead: {soak.CONCURRENCY} connections of mixed load on the stack for SECONDS, "
         f"memory sampled every {soak.SAMPLE_SECONDS:g} s (exit status 1 on any error)",
     )
+    parser.add_argument(
+        "--scenarios",
+        type=scenario_list,
+        metavar="NAMES",
+        help=f"comma-separated, from {', '.join(s.key for s in SCENARIOS)} (default: all); "
+        "the bare baseline of a ratio is always added",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy each loaded service during each window; collapsed stacks into DIR, "
+        "top functions printed",
+    )
+    parser.add_argument(
+        "--profile-rate",
+        type=int,
+        default=profile.DEFAULT_RATE,
+        metavar="HZ",
+        help=f"py-spy samples per second (default {profile.DEFAULT_RATE})",
+    )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: only samples of threads holding the GIL (py-spy --gil)",
+    )
     options = parser.parse_args(argv)
     concurrencies = options.concurrency + options.big_concurrency
     if options.duration < 1 or options.warmup < 0 or min(concurrencies) < 1:
         parser.error("--duration must be >= 1 s, --warmup >= 0, concurrencies >= 1")
     if options.soak is not None and options.soak < soak.SAMPLE_SECONDS:
         parser.error(f"--soak must be >= {soak.SAMPLE_SECONDS:g} s")
+    if options.soak is not None and (options.scenarios or options.profile):
+        parser.error("--scenarios and --profile do not apply to --soak")
+    options.scenarios = options.scenarios or list(SCENARIOS)
+    if options.profile is not None:
+        if profile.py_spy_path() is None:
+            parser.error("--profile needs py-spy: pip install -r requirements.txt")
+        if options.profile_rate < 1:
+            parser.error("--profile-rate must be >= 1")
     return options
 
 
@@ -171,12 +256,15 @@ def body_templates(rows: list[dict[str, float]]) -> dict[int, list[BodyTemplate]
 
 
 def check_targets(servers: Servers, templates: dict[int, list[BodyTemplate]]) -> None:
-    """One request of each size to the bare app and the API: fail now, not after minutes
-    of errors; and the API's cache must work. (Warming the naive pool checks the naive.)"""
-    for size in templates.values():
-        call_json(servers.targets["bare"], body=size[0].render())
-    check_api_cache(servers.targets["api"], templates[1][0])
-    call_json(servers.targets["api"], body=templates[BIG_ROWS][0].render())
+    """One request of each size to the bare app and the API (those started): fail now, not
+    after minutes of errors; and the API's cache must work. (Warming the naive pool checks
+    the naive.)"""
+    if "bare" in servers.targets:
+        for size in templates.values():
+            call_json(servers.targets["bare"], body=size[0].render())
+    if "api" in servers.targets:
+        check_api_cache(servers.targets["api"], templates[1][0])
+        call_json(servers.targets["api"], body=templates[BIG_ROWS][0].render())
 
 
 def cpu_snapshot(groups: dict[str, list[int]]) -> tuple[float, dict[str, float]]:
@@ -202,18 +290,44 @@ def measure_cpu(window: tuple[float, float], groups: dict[str, list[int]]) -> di
     }
 
 
+def start_profiling(
+    scenario: Scenario, concurrency: int, window: tuple[float, float], context: RunContext
+) -> list[profile.Recording]:
+    """py-spy on each service the scenario loads, for the window (on the generator's core:
+    the servers' core is the one measured)."""
+    options = context.options
+    return profile.start_profilers(
+        services={name: context.servers.pids[name] for name in TARGET_SERVICES[scenario.target]},
+        stem=f"{scenario.key}-c{concurrency}",
+        window=window,
+        options=profile.ProfileOptions(options.profile, options.profile_rate, options.profile_gil),
+        group=context.group,
+        log_dir=context.tmp / "profile",
+        cores=context.layout.generator,
+    )
+
+
 def run_point(
     scenario: Scenario,
     concurrency: int,
     plan: LoadPlan,
     context: RunContext,
+    profiles: list[Profiled],
 ) -> tuple[Point, LoadResult]:
+    """One point; with --profile, its recordings are added to `profiles`."""
     print(f"  {scenario.name}, c={concurrency} ...", end="", flush=True)
     slug = f"{scenario.target}-{scenario.bodies}-r{scenario.rows}-c{concurrency}"
     run = start_load(context, plan, context.tmp / "load" / slug)
     groups = {name: [pid] for name, pid in context.servers.pids.items()} | {"loadgen": run.pids}
+    recordings: list[profile.Recording] = []
+    if context.options.profile is not None:
+        recordings = start_profiling(scenario, concurrency, run.window, context)
+        groups["py-spy"] = [recording.proc.pid for recording in recordings]
     cpu = measure_cpu(run.window, groups)
     result = run.wait()
+    profiles += [
+        Profiled(scenario.name, concurrency, r.service, r.wait(), r.seconds) for r in recordings
+    ]
     print(f" {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, errors {result.error_count}")
     point = Point(
         scenario=scenario.name,
@@ -235,17 +349,22 @@ def concurrencies(scenario: Scenario, options: argparse.Namespace) -> list[int]:
     return list(options.big_concurrency if scenario.rows > 1 else options.concurrency)
 
 
-def run_all(context: RunContext) -> list[Point]:
+def run_all(context: RunContext) -> tuple[list[Point], list[Profiled]]:
     templates = body_templates(demo_rows())
+    targets = context.servers.targets
     check_targets(context.servers, templates)
     # id 0 would be the unperturbed row, the body of the cache-hit scenario
     ids = itertools.count(1)
-    print("  warming the worker pools (each process loads the model on its first task)")
-    warm_stack(context.servers, templates[1][0], ids)
-    warm_naive(context.servers, templates[1][0])
+    if "api" in targets or "naive" in targets:
+        print("  warming the worker pools (each process loads the model on its first task)")
+    if "api" in targets:
+        warm_stack(context.servers, templates[1][0], ids)
+    if "naive" in targets:
+        warm_naive(context.servers, templates[1][0])
     next_id = next(ids)
     points: list[Point] = []
-    for scenario in SCENARIOS:
+    profiles: list[Profiled] = []
+    for scenario in context.options.scenarios:
         for concurrency in concurrencies(scenario, context.options):
             plan = LoadPlan(
                 target=context.servers.targets[scenario.target],
@@ -256,10 +375,10 @@ def run_all(context: RunContext) -> list[Point]:
                 warmup=context.options.warmup,
                 duration=context.options.duration,
             )
-            point, result = run_point(scenario, concurrency, plan, context)
+            point, result = run_point(scenario, concurrency, plan, context, profiles)
             points.append(point)
             next_id = max(next_id, result.next_id)
-    return with_ratios(points)
+    return with_ratios(points), profiles
 
 
 def with_ratios(points: list[Point]) -> list[Point]:
@@ -314,16 +433,21 @@ def rows_table(points: list[Point]) -> str:
 
 
 def cpu_table(points: list[Point]) -> str:
-    header = ["scenario", "concurrency", *CPU_GROUPS]
+    groups = list(CPU_GROUPS)
+    if any("py-spy" in p.cpu_percent for p in points):
+        groups.insert(groups.index("other"), "py-spy")
+    header = ["scenario", "concurrency", *groups]
     rows = [
-        [p.scenario, str(p.concurrency), *(f"{p.cpu_percent.get(g, 0):.0f}%" for g in CPU_GROUPS)]
+        [p.scenario, str(p.concurrency), *(f"{p.cpu_percent.get(g, 0):.0f}%" for g in groups)]
         for p in points
     ]
     return markdown_table(header, rows)
 
 
-def target_verdict(points: list[Point]) -> str:
+def target_verdict(points: list[Point]) -> str | None:
     stack = [p for p in points if p.scenario == STACK_BIG]
+    if not stack:
+        return None
     best = max(stack, key=lambda p: p.rows_per_s)
     met = "met" if best.rows_per_s >= ROWS_PER_S_TARGET else "NOT met"
     return (
@@ -360,8 +484,40 @@ def describe_machine(context: RunContext) -> dict[str, Any]:
     }
 
 
-def report(context: RunContext, points: list[Point], elapsed: float) -> None:
+def profile_report(context: RunContext, profiles: list[Profiled]) -> str:
+    """Each recording's summary; also written to DIR/summary.md."""
+    options = context.options
+    sections = [
+        profile.format_summary(
+            f"{p.scenario}, c={p.concurrency}: {p.service} ({p.path.name})",
+            profile.summarise(p.path.read_text().splitlines()),
+            options.profile_rate,
+            p.seconds,
+            gil=options.profile_gil,
+        )
+        for p in profiles
+    ]
+    gil = ", only threads holding the GIL" if options.profile_gil else ""
+    text = (
+        f"py-spy, {options.profile_rate} samples/s per thread while running or runnable{gil}; "
+        "total: the function anywhere on the stack, self: innermost.\n\n" + "\n\n".join(sections)
+    )
+    (options.profile / "summary.md").write_text(text + "\n")
+    return text
+
+
+def report(
+    context: RunContext, points: list[Point], profiles: list[Profiled], elapsed: float
+) -> None:
     meta = describe_machine(context) | {"elapsed_s": round(elapsed, 1)}
+    if context.options.scenarios != list(SCENARIOS):
+        meta["scenarios"] = [s.key for s in context.options.scenarios]
+    if context.options.profile is not None:
+        meta["profile"] = {
+            "dir": str(context.options.profile),
+            "rate": context.options.profile_rate,
+            "gil": context.options.profile_gil,
+        }
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_PATH.write_text(
         json.dumps({"meta": meta, "points": [asdict(p) for p in points]}, indent=2) + "\n"
@@ -373,13 +529,15 @@ def report(context: RunContext, points: list[Point], elapsed: float) -> None:
         f"Machine: {meta['cpu_count']} cores ({len(meta['usable_cores'])} usable), "
         f"{meta['platform']}; {meta['pinning']}.\n"
         f"Stack: worker `{meta['worker']}`, API `{meta['api']}`, one Redis.\n"
-        f"Naive Celery: {meta['naive']}.\n"
-        f"Code: {meta['code']}.\n"
+        + (f"Naive Celery: {meta['naive']}.\n" if "naive" in context.servers.targets else "")
+        + f"Code: {meta['code']}.\n"
     )
     print(results_table(points))
-    print(f"\nRequests of {BIG_ROWS:,} rows, every row unique:\n")
-    print(rows_table(points))
-    print(f"\n{target_verdict(points)}")
+    if any(p.rows_per_request > 1 for p in points):
+        print(f"\nRequests of {BIG_ROWS:,} rows, every row unique:\n")
+        print(rows_table(points))
+    if verdict := target_verdict(points):
+        print(f"\n{verdict}")
     print(
         "\nCPU used during each window, % of one core (worker: with its pool processes; "
         "other: the rest of the machine, kernel included):\n"
@@ -391,6 +549,13 @@ def report(context: RunContext, points: list[Point], elapsed: float) -> None:
             f"note: the load generator used {p.cpu_percent['loadgen']:.0f}% CPU at "
             f"{p.scenario}, c={p.concurrency}: it may have limited that point"
         )
+    if profiles:
+        print(
+            "note: py-spy sampled the services during these windows (column py-spy: its own "
+            "CPU, on the load generator's core when pinned); the figures may be lower for it"
+        )
+        print(f"\nProfiles (collapsed stacks in {context.options.profile}):\n")
+        print(profile_report(context, profiles))
     print(f"\nWritten {RESULTS_PATH.relative_to(ROOT)}; the run took {elapsed:.0f} s.")
 
 
@@ -399,8 +564,8 @@ def report(context: RunContext, points: list[Point], elapsed: float) -> None:
 
 def benchmark(started: float) -> Callable[[RunContext], int]:
     def run(context: RunContext) -> int:
-        points = run_all(context)
-        report(context, points, time.monotonic() - started)
+        points, profiles = run_all(context)
+        report(context, points, profiles, time.monotonic() - started)
         return 0
 
     return run
@@ -413,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
             print("note: the soak uses bench.loadgen, which counts answers per interval")
         return run_with_stack(options, soak.SERVICES, "python", soak.run_soak)
     generator = choose_generator(options.generator)
-    return run_with_stack(options, SERVICES, generator, benchmark(time.monotonic()))
+    services = needed_services(options.scenarios)
+    return run_with_stack(options, services, generator, benchmark(time.monotonic()))
 
 
 if __name__ == "__main__":
