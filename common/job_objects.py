@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from typing import Any
 
 from common.errors import InvalidInput
 from common.registry import ModelMetadata
+from common.schemas import MAX_MAGNITUDE
 
 MAX_ERRORS = 5
 
@@ -59,8 +59,11 @@ def _row(
         except ValueError:
             problems.append(f"line {number}: {feature.name}: {text!r} is not a number")
             return None
-        if not math.isfinite(value):
-            problems.append(f"line {number}: {feature.name}: {text!r} is not finite")
+        if not abs(value) <= MAX_MAGNITUDE:
+            problems.append(
+                f"line {number}: {feature.name}: {text!r} is not finite or beyond "
+                f"±{MAX_MAGNITUDE:.8g}"
+            )
             return None
         values.append(value)
     return values

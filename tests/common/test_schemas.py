@@ -166,6 +166,24 @@ def test_non_finite_float_is_refused_naming_the_feature(
     assert error.details == [{"feature": "z-score", "problem": "Input should be a finite number"}]
 
 
+@pytest.mark.parametrize("value", [3.5e38, -1.7e308])
+def test_float_beyond_float32_is_refused_naming_the_feature(
+    validator: InputValidator, value: float
+) -> None:
+    # XGBoost would read it as infinity; scikit-learn's scaler overflowed and the worker
+    # failed every request batched with it.
+    error = _single_error(validator, row(**{"z-score": value}))
+
+    assert error.message == (
+        "invalid input_data: z-score: out of range: beyond ±3.4028235e+38, the largest 32-bit float"
+    )
+
+
+def test_largest_float32_values_are_accepted(validator: InputValidator) -> None:
+    big = 3.4028234663852886e38
+    assert validator.validate(row(**{"z-score": big, "mean radius": -big}))[0][0] == -big
+
+
 def test_errors_in_a_list_name_the_row_index(validator: InputValidator) -> None:
     bad = row(**{"mean radius": math.nan})
     del bad["age"]
@@ -223,7 +241,7 @@ def test_json_schema_requires_every_feature_by_name(validator: InputValidator) -
 
 # The fast path (`_exact_rows`) against pydantic, on rows mixing right and wrong values.
 ODD_VALUES: list[Any] = [
-    0, 1, -7, 2.5, -0.0, 1e308, -1e308, math.inf, -math.inf, math.nan,
+    0, 1, -7, 2.5, -0.0, 1e308, -1e308, math.inf, -math.inf, math.nan, 3.4e38, -3.5e38,
     True, False, None, "1.5", "", [], {}, 10**30, 10**400,
 ]  # fmt: skip
 
