@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
-from common.errors import BodyTooLarge, MalformedBody
+from common.errors import BodyTooLarge, MalformedBody, UnsupportedMediaType
 from common.schemas import ErrorResponse
 
 
@@ -19,6 +19,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown model, version or job",
         409: "Conflicts with the job's state or its Idempotency-Key",
         413: "Body too large",
+        415: "The body is not JSON by its Content-Type",
         422: "Invalid input: names the feature or parameter at fault",
         503: "Model or backend unavailable",
         504: "No result before the deadline",
@@ -28,6 +29,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 async def read_json(request: Request, limit: int) -> Any:
     """The body parsed as JSON; refused before reading if it is over the limit."""
+    check_json_type(request.headers.get("content-type", ""))
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise BodyTooLarge(f"the body has {int(length)} bytes; the limit is {limit}")
@@ -43,4 +45,25 @@ async def read_json(request: Request, limit: int) -> Any:
     try:
         return orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
-        raise MalformedBody(f"the body is not valid JSON: {exc}") from None
+        raise not_json(exc) from None
+
+
+def check_json_type(content_type: str) -> None:
+    """A body without a Content-Type is read as JSON; one that says otherwise is refused."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            "the body must be JSON, sent with Content-Type: application/json; "
+            f"got {content_type[:100]!r}"
+        )
+
+
+def not_json(exc: orjson.JSONDecodeError) -> MalformedBody:
+    """Where the text stops being JSON, and what is there."""
+    near = exc.doc[exc.pos : exc.pos + 20]
+    message = f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    if near:
+        message += f", near {near!r}"
+    if near.startswith(("NaN", "Infinity")):
+        message += "; NaN and Infinity are not JSON: send finite numbers"
+    return MalformedBody(message)

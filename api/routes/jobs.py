@@ -18,7 +18,7 @@ from api.deps import Caller, ReaderDep, Services, ServicesDep
 from api.examples import EXAMPLE_ROW
 from api.responses import errors, read_json
 from common.dataplane import render_predictions
-from common.errors import JobConflict
+from common.errors import InvalidInput, JobConflict
 from common.schemas import Prediction, PredictResponse
 
 router = APIRouter(tags=["jobs"])
@@ -162,10 +162,11 @@ async def submit(
     payload = await read_json(request, raw_limit)
     idempotency = None
     if idempotency_key:
-        digest = hashlib.sha256(
-            orjson.dumps([model_type, version, payload], option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()
-        idempotency = (idempotency_key, digest)
+        try:
+            canonical = orjson.dumps([model_type, version, payload], option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # orjson writes 254 levels and reads 1,024
+            raise InvalidInput("the body nests too deeply: rows are flat objects") from None
+        idempotency = (idempotency_key, hashlib.sha256(canonical).hexdigest())
     info = await services.plane.submit_job(caller.owner, model_type, version, payload, idempotency)
     return accepted(await render(services, info))
 
@@ -175,7 +176,7 @@ async def submit(
     status_code=202,
     response_model=JobStatus,
     openapi_extra=JOB_BODY,
-    responses=errors(400, 401, 404, 409, 413, 422, 503),
+    responses=errors(400, 401, 404, 409, 413, 415, 422, 503),
     summary="Submit a prediction job; poll its status URL",
 )
 async def submit_job(
