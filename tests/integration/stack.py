@@ -72,7 +72,10 @@ class Stack:
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
-        env.update({f"SERVING_{k.upper()}": str(v) for k, v in self.fields.items()})
+        # An override of None leaves the setting unset (its default), never the text "None".
+        env.update(
+            {f"SERVING_{k.upper()}": str(v) for k, v in self.fields.items() if v is not None}
+        )
         env["PYTHONPATH"] = str(ROOT)
         return env
 
