@@ -38,19 +38,29 @@ Send `X-API-Key` with every request. Inputs are validated against the model's me
 `GET /models/{model_type}/{version}` shows the exact input schema of a version."""
 
 
-def build_services(settings: Settings) -> tuple[Services, ResultListener]:
-    cache = aioredis.Redis.from_url(
-        settings.effective_cache_url,
-        socket_timeout=5,
+# Connections per Redis client of an API process. redis-py's default pool refuses a
+# command past 100 connections ("Too many connections"), so a burst of concurrent
+# requests got 503s; this pool makes the extra commands wait for a free connection
+# (a command takes well under a millisecond) for at most REDIS_POOL_WAIT_SECONDS.
+REDIS_POOL_SIZE = 100
+REDIS_POOL_WAIT_SECONDS = 5.0
+
+
+def redis_client(url: str, **options: Any) -> aioredis.Redis:
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=REDIS_POOL_WAIT_SECONDS,
         socket_connect_timeout=2,
-        health_check_interval=30,
+        **options,
     )
-    results = aioredis.Redis.from_url(
-        settings.effective_result_backend_url, socket_connect_timeout=2, health_check_interval=30
-    )
-    broker = aioredis.Redis.from_url(
-        settings.effective_broker_url, socket_timeout=5, socket_connect_timeout=2
-    )
+    return aioredis.Redis.from_pool(pool)
+
+
+def build_services(settings: Settings) -> tuple[Services, ResultListener]:
+    cache = redis_client(settings.effective_cache_url, socket_timeout=5, health_check_interval=30)
+    results = redis_client(settings.effective_result_backend_url, health_check_interval=30)
+    broker = redis_client(settings.effective_broker_url, socket_timeout=5)
     registry = Registry(create_store(settings))
     engine = create_log_engine(settings.database_url)
     create_tables(engine)
