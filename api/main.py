@@ -130,7 +130,9 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServingError)
     async def serving_error(_: Request, exc: ServingError) -> JSONResponse:
-        return _error(exc.status, exc.type, exc.message, exc.details)
+        response = _error(exc.status, exc.type, exc.message, exc.details)
+        response.headers.update(exc.headers())  # e.g. a 429's Retry-After
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -21,10 +21,18 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "Body too large",
         415: "The body is not JSON by its Content-Type",
         422: "Invalid input: names the feature or parameter at fault",
+        429: "Too many predictions waiting: retry after `Retry-After` seconds",
         503: "Model or backend unavailable",
         504: "No result before the deadline",
     }
-    return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
+    documented: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes
+    }
+    if 429 in documented:
+        documented[429]["headers"] = {
+            "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}
+        }
+    return documented
 
 
 async def read_json(request: Request, limit: int) -> Any:

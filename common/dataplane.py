@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from common import metrics
+from common.admission import InFlightLimit
 from common.batching import MicroBatcher, Request
 from common.cache import (
     models_epoch_key,
@@ -35,6 +36,7 @@ from common.errors import (
     PredictionDeferred,
     PredictionTimeout,
     ServingError,
+    TooManyRequests,
 )
 from common.jobs import JobBook
 from common.observability import new_id, request_id_var
@@ -120,6 +122,7 @@ class DataPlane:
             max_in_flight=settings.batch_max_in_flight,
         )
         self.log_writer = log_writer
+        self.admission = InFlightLimit(settings.max_in_flight_predictions)
 
     async def resolve(self, model_type: str | None, version: str | None) -> ModelMetadata:
         if model_type is not None:
@@ -154,7 +157,13 @@ class DataPlane:
             self._log_hit(request_id, meta, rows, result, received_at)
         else:
             try:
-                result = await self.batcher.predict(meta, request_id, rows, received_at)
+                # Only a request that goes to a worker takes a slot: hits cost nothing.
+                with self.admission.slot(), metrics.PREDICTIONS_IN_FLIGHT.track_inprogress():
+                    result = await self.batcher.predict(meta, request_id, rows, received_at)
+            except TooManyRequests as exc:
+                metrics.PREDICTIONS.labels(*labels, exc.type).inc()
+                metrics.PREDICTIONS_REJECTED.labels(*labels).inc()
+                raise
             except PredictionTimeout as exc:
                 metrics.PREDICTIONS.labels(*labels, exc.type).inc()
                 if owner is None:

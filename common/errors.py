@@ -25,6 +25,10 @@ class ServingError(Exception):
             body["details"] = self.details
         return body
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response carries besides the JSON body."""
+        return {}
+
 
 class InvalidInput(ServingError):
     status = HTTPStatus.UNPROCESSABLE_ENTITY
@@ -138,6 +142,27 @@ class CallbackFailed(ServingError):
 
     status = HTTPStatus.BAD_GATEWAY
     type = "callback_failed"
+
+
+class TooManyRequests(ServingError):
+    """This API process already has its limit of synchronous predictions waiting on the
+    workers: refused at once, with `Retry-After`, instead of queueing without bound."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    type = "overloaded"
+
+    @classmethod
+    def at_limit(cls, limit: int, retry_after: int) -> TooManyRequests:
+        return cls(
+            f"the server already has {limit} predictions waiting, its limit; "
+            f"retry in {retry_after} s, or send `Prefer: respond-async` for a job",
+            {"max_in_flight_predictions": limit, "retry_after_seconds": retry_after},
+        )
+
+    def headers(self) -> dict[str, str]:
+        details = self.details if isinstance(self.details, dict) else {}
+        seconds = details.get("retry_after_seconds")
+        return {"Retry-After": str(seconds if isinstance(seconds, int) else 1)}
 
 
 class BackendUnavailable(ServingError):

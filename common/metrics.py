@@ -55,6 +55,16 @@ BATCH_SIZE = Histogram(
     MODEL,
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
+PREDICTIONS_IN_FLIGHT = Gauge(
+    "serving_predictions_in_flight",
+    "Synchronous predictions waiting on the workers (bounded by max_in_flight_predictions)",
+    multiprocess_mode="livesum",
+)
+PREDICTIONS_REJECTED = Counter(
+    "serving_predictions_rejected_total",
+    "Synchronous predictions refused with 429: max_in_flight_predictions were waiting",
+    MODEL,
+)
 CACHE_LOOKUPS = Counter(
     "serving_cache_lookups_total", "Prediction cache lookups", [*MODEL, "result"]
 )

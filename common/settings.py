@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_rows_per_request: int = Field(10_000, gt=0)
     registry_cache_seconds: float = Field(2.0, ge=0)
+    # Per API process: at most this many synchronous predictions wait on the workers at
+    # once (cache hits and jobs do not count); past it the API answers 429 with
+    # Retry-After at once instead of queueing without bound. Roughly what the workers can
+    # drain within predict_timeout_seconds, divided among the API processes.
+    max_in_flight_predictions: int = Field(256, gt=0)
 
     # Micro-batching: while `batch_max_in_flight` tasks of a model version are out from
     # one API process, its requests gather (at most `batch_max_wait_ms`, at most

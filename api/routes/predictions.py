@@ -55,7 +55,7 @@ ROUTE: dict[str, Any] = {
             "description": "with `Prefer: respond-async`, or past the "
             "deadline: the prediction as a job; poll the `Location`",
         },
-        **errors(400, 401, 404, 409, 413, 415, 422, 503, 504),
+        **errors(400, 401, 404, 409, 413, 415, 422, 429, 503, 504),
     },
 }
 

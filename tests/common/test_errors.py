@@ -48,6 +48,7 @@ def test_every_error_type_is_unique() -> None:
         ("ModelUnavailable", 503), ("ArtifactRejected", 503), ("PublishError", 400),
         ("NotAuthenticated", 401), ("Forbidden", 403), ("PredictionTimeout", 504),
         ("BackendUnavailable", 503), ("PredictionFailed", 500), ("ServingError", 500),
+        ("TooManyRequests", 429),
     ],
 )
 def test_http_status_of_each_error(name: str, status: int) -> None:

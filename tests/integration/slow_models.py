@@ -36,3 +36,20 @@ class SlowModel:
 def calls(marker: Path) -> list[int]:
     """The process id of each call so far."""
     return [int(line) for line in marker.read_text().split()] if marker.exists() else []
+
+
+class GatedModel:
+    """Holds every call until the file `gate` exists (at most `max_seconds`), so a test
+    decides when the requests it has stuck on the workers may finish."""
+
+    def __init__(self, gate: Path, max_seconds: float) -> None:
+        self.gate = str(gate)
+        self.max_seconds = max_seconds
+
+    def predict_proba(self, matrix: Any) -> Any:
+        import numpy as np
+
+        deadline = time.monotonic() + self.max_seconds
+        while not os.path.exists(self.gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return np.tile([0.25, 0.75], (len(matrix), 1))
