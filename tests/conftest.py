@@ -12,7 +12,8 @@ from dev.services import start_redis, start_s3_server
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    # A database per integration stack (tests/integration/conftest.py); Redis has 16 by default.
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"), extra_args=["--databases", "64"])
     yield url
     proc.stop()
 

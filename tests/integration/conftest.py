@@ -12,7 +12,7 @@ from tests.integration.stack import Stack, stack_fields
 
 pytestmark = pytest.mark.integration
 
-_db_index = iter(range(1, 16))
+_db_index = iter(range(1, 64))  # the session's Redis runs with 64 databases
 
 
 @pytest.fixture(scope="session")

@@ -121,7 +121,11 @@ class Stack:
             "--without-gossip",
             "--without-mingle",
         ]
-        proc = ManagedProcess(name, args, self.tmp / f"{name}.log", env=self.env, cwd=ROOT)
+        env = self.env
+        if any(p.name.startswith("worker") for p in self.processes):
+            # Workers on one host need ports of their own; `worker_metrics_port` is the first's.
+            env["SERVING_WORKER_METRICS_PORT"] = str(free_port())
+        proc = ManagedProcess(name, args, self.tmp / f"{name}.log", env=env, cwd=ROOT)
         self.processes.append(proc.start())
         return proc
 
