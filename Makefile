@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements*.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench venv lint clean
+.PHONY: run test bench soak venv lint clean
 
 $(STAMP): requirements.txt requirements-api.txt requirements-worker.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
@@ -25,6 +25,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.sync_predict
+
+# Not in CI: ten minutes of mixed load, exit status 1 on a 5xx, a lost job or a leak.
+SOAK_SECONDS ?= 600
+SOAK_CONCURRENCY ?= 32
+soak: $(STAMP)
+	$(PY) -m bench.mixed_soak --seconds $(SOAK_SECONDS) --concurrency $(SOAK_CONCURRENCY)
 
 clean:
 	rm -rf $(VENV) .dev .pytest_cache
