@@ -24,7 +24,7 @@ from api.routes import health, jobs, logs, metrics, models, predictions
 from common.cache import registry_channel
 from common.dataplane import DataPlane
 from common.db import BackgroundLogWriter, PredictionLogRepo, create_log_engine, create_tables
-from common.errors import ServingError
+from common.errors import BackendUnavailable, ServingError
 from common.observability import configure_logging
 from common.registry import Registry
 from common.settings import Settings, get_settings
@@ -160,9 +160,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # Redis (broker, results, cache or job state) unreachable from any code path:
         # a quick 503 the caller can retry, never a 500 or a hang.
         log.warning("backend unavailable on %s %s: %s", request.method, request.url.path, exc)
-        response = _error(503, "backend_unavailable", f"Redis is unavailable: {exc}")
-        response.headers["Retry-After"] = "1"
-        return response
+        return await serving_error(request, BackendUnavailable(f"Redis is unavailable: {exc}"))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

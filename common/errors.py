@@ -169,6 +169,9 @@ class BackendUnavailable(ServingError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     type = "backend_unavailable"
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}  # Redis restarts take seconds; retry soon
+
 
 class PredictionFailed(ServingError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
