@@ -29,6 +29,7 @@ def main() -> None:
         port=args.port,
         workers=args.workers,
         access_log=False,
+        timeout_keep_alive=settings.http_keep_alive_seconds,
         log_config=None,
         log_level=settings.log_level.lower(),
     )

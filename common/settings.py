@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_rows_per_request: int = Field(10_000, gt=0)
     registry_cache_seconds: float = Field(2.0, ge=0)
+    # How long the API keeps an idle HTTP connection open. Longer than any client's or
+    # load balancer's idle timeout (httpx 5 s, AWS ALB 60 s): at uvicorn's own 5 s a
+    # client reusing a connection just as the server closes it gets a reset (ReadError).
+    http_keep_alive_seconds: int = Field(75, gt=0)
     # Per API process: at most this many synchronous predictions wait on the workers at
     # once (cache hits and jobs do not count); past it the API answers 429 with
     # Retry-After at once instead of queueing without bound. Roughly what the workers can
