@@ -113,6 +113,14 @@ def _most_common(counts: Counter[str], n: int) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:n]
 
 
+def read_stacks(path: Path) -> list[str]:
+    """A collapsed-stacks file's lines, split on newlines only. A frame's text may hold
+    any byte (py-spy --nonblocking sometimes reads a half-written frame): a carriage
+    return, which text mode turns into a newline, or U+2028, where str.splitlines breaks,
+    would cut a stack in two."""
+    return path.read_bytes().decode(errors="replace").split("\n")
+
+
 def summarise(lines: Iterable[str], root: Path = ROOT) -> ProfileSummary:
     """Collapsed stacks (`frame;frame;...;innermost count`, as `py-spy record --format raw`
     writes them, with `process PID:"cmdline"` frames first under --subprocesses) -> the

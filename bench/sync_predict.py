@@ -490,7 +490,7 @@ def profile_report(context: RunContext, profiles: list[Profiled]) -> str:
     sections = [
         profile.format_summary(
             f"{p.scenario}, c={p.concurrency}: {p.service} ({p.path.name})",
-            profile.summarise(p.path.read_text().splitlines()),
+            profile.summarise(profile.read_stacks(p.path)),
             options.profile_rate,
             p.seconds,
             gil=options.profile_gil,

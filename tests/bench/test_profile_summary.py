@@ -125,3 +125,16 @@ def test_profile_without_py_spy_or_with_soak_is_refused(
     with pytest.raises(SystemExit):
         parse_args(["--profile", str(tmp_path)])
     assert "--profile needs py-spy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("odd", ["\r", "\u2028", "\x85", "\xca\x00"])
+def test_a_frame_holding_a_line_breaking_character_stays_one_stack(
+    tmp_path: Path, odd: str
+) -> None:
+    # py-spy --nonblocking once read a frame half-written, with a carriage return in it:
+    # text mode made it a newline and the summary failed on half a stack.
+    frame = f"confirm_timeout (timeout:-12{odd}) (/repo/worker/tasks.py:3)"
+    path = tmp_path / "stacks.txt"
+    path.write_bytes(f"{PARENT};{MAIN};{frame} 7\n{PARENT};{MAIN} 3\n".encode())
+    summary = summarise(profile.read_stacks(path), ROOT)
+    assert summary.samples == 10
