@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
     from common.registry import ModelMetadata
@@ -23,6 +27,101 @@ def rows_digest(rows: list[list[Any]]) -> str:
 def prediction_key(prefix: str, meta: ModelMetadata, rows: list[list[Any]]) -> str:
     # Type, version and artifact checksum: activating or republishing never serves stale.
     return f"{prefix}pred:{meta.model_type}:{meta.version}:{meta.sha256[:16]}:{rows_digest(rows)}"
+
+
+class PredictionCache:
+    """The prediction cache on Redis, with its round trips shared by concurrent requests.
+
+    Lookups made in one turn of the event loop go out together as one MGET in the next,
+    and writes as one pipeline after the answers have gone: under load a request pays
+    for a fraction of a round trip instead of two, and an idle one waits one loop turn.
+    A write is visible to this process's own lookups at once, before it reaches Redis.
+    """
+
+    def __init__(self, client: aioredis.Redis, ttl_seconds: int) -> None:
+        self.client = client
+        self.ttl = ttl_seconds
+        self._lookups: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._writes: dict[str, bytes] = {}
+        self._writing: dict[str, bytes] = {}  # sent, not yet confirmed
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, key: str) -> bytes | None:
+        """The cached value, or None; RedisError if Redis is unreachable."""
+        value = self._writes.get(key) or self._writing.get(key)
+        if value is not None:
+            return value
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        if not self._lookups:
+            self._start(self._send_lookups())
+        self._lookups.setdefault(key, []).append(future)
+        return await future
+
+    def put(self, key: str, value: bytes) -> None:
+        """Write without waiting; a failed write only makes the next lookup miss."""
+        if self.ttl <= 0:
+            return
+        if not self._writes:
+            self._start(self._send_writes())
+        self._writes[key] = value
+
+    async def flush(self) -> None:
+        """Wait until every write so far has been sent (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_lookups(self) -> None:
+        lookups, self._lookups = self._lookups, {}
+        keys = list(lookups)
+        try:
+            values: list[bytes | None] = await self.client.mget(keys)  # type: ignore[assignment]
+        except RedisError as exc:
+            _settle(lookups, error=exc)
+            return
+        except BaseException:  # cancelled at shutdown: so are the lookups
+            _settle(lookups, cancel=True)
+            raise
+        for key, value in zip(keys, values, strict=True):
+            _settle({key: lookups[key]}, value=value)
+
+    async def _send_writes(self) -> None:
+        writes, self._writes = self._writes, {}
+        self._writing.update(writes)
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value in writes.items():
+                    pipe.set(key, value, ex=self.ttl)
+                await pipe.execute()
+        except RedisError as exc:
+            log.debug("prediction cache write failed: %s", exc)
+        finally:
+            for key in writes:
+                if self._writing.get(key) is writes[key]:
+                    del self._writing[key]
+
+
+def _settle(
+    lookups: dict[str, list[asyncio.Future[bytes | None]]],
+    value: bytes | None = None,
+    error: BaseException | None = None,
+    cancel: bool = False,
+) -> None:
+    """Answer every lookup still waiting (a caller that went away cancelled its own)."""
+    for futures in lookups.values():
+        for future in futures:
+            if future.done():
+                continue
+            if cancel:
+                future.cancel()
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
 
 
 def prediction_pattern(prefix: str) -> str:

@@ -7,7 +7,6 @@ so this module knows neither FastAPI nor Celery.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from common import metrics
 from common.admission import InFlightLimit
 from common.batching import MicroBatcher, Request
 from common.cache import (
+    PredictionCache,
     models_epoch_key,
     notify_registry_changed,
     prediction_key,
@@ -111,6 +111,7 @@ class DataPlane:
             registry, settings.registry_cache_seconds, settings.max_rows_per_request
         )
         self.cache = cache
+        self.predictions = PredictionCache(cache, settings.cache_ttl_seconds)
         self.jobs = JobBook(
             results, settings.cache_prefix, settings.job_ttl_seconds, settings.job_chunk_rows
         )
@@ -174,26 +175,18 @@ class DataPlane:
             except ServingError as exc:
                 metrics.PREDICTIONS.labels(*labels, exc.type).inc()
                 raise
-            await self._cache_set(key, orjson.dumps(result))
+            self.predictions.put(key, orjson.dumps(result))
         metrics.PREDICTIONS.labels(*labels, "ok").inc()
         metrics.PREDICTION_ROWS.labels(*labels).inc(len(rows))
         return Outcome(request_id, meta, result, cached=cached is not None)
 
     async def _cache_get(self, key: str) -> bytes | None:
         try:
-            value: bytes | None = await self.cache.get(key)  # type: ignore[assignment]
-            return value
+            return await self.predictions.get(key)
         except RedisError as exc:
             raise BackendUnavailable(
                 f"the prediction cache (Redis) is unavailable: {exc}"
             ) from None
-
-    async def _cache_set(self, key: str, value: bytes) -> None:
-        if self.settings.cache_ttl_seconds <= 0:
-            return
-        # On failure the prediction stands; only the next identical request misses.
-        with contextlib.suppress(RedisError):
-            await self.cache.set(key, value, ex=self.settings.cache_ttl_seconds)
 
     def _log_hit(
         self,

@@ -15,6 +15,12 @@ pytestmark = pytest.mark.integration
 _db_index = iter(range(1, 64))  # the session's Redis runs with 64 databases
 
 
+@pytest.fixture
+def redis_db_url(redis_url: str) -> str:
+    """A database of the session's Redis of this test's own."""
+    return f"{redis_url.rsplit('/', 1)[0]}/{next(_db_index)}"
+
+
 @pytest.fixture(scope="session")
 def demo_models() -> dict[str, TrainedModel]:
     return {model_type: train_demo(model_type) for model_type in DEMO_TYPES}

@@ -1,0 +1,68 @@
+"""Celery's Redis result backend, storing a task's result in one round trip instead of two.
+
+Before each write Celery reads the task's stored state, so that a late rerun of a task
+(a lost worker's message delivered again) never overwrites a success
+(`BaseKeyValueStoreBackend._store_result`). That read was a quarter of a busy worker's
+samples. Here the same check runs inside Redis, in one script with the write and the
+publish that tells the API: the same guarantee, one round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import states
+from celery.backends.redis import RedisBackend
+from kombu.utils.encoding import bytes_to_str
+
+# KEYS[1]: the result key. ARGV: the encoded result, its lifetime in seconds (0: none).
+STORE_UNLESS_SUCCEEDED = """
+local current = redis.call('GET', KEYS[1])
+if current then
+    local ok, meta = pcall(cjson.decode, current)
+    if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+        return 0
+    end
+end
+if tonumber(ARGV[2]) > 0 then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+else
+    redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
+
+# What `Celery(backend=...)` takes to use this class with a redis:// URL.
+BACKEND_PATH = "worker.result_backend:ResultBackend"
+
+
+def backend_url(redis_url: str) -> str:
+    return f"{BACKEND_PATH}+{redis_url}"
+
+
+class ResultBackend(RedisBackend):  # type: ignore[misc]
+    _store_script: Any = None
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = bytes_to_str(task_id)
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        key, value = self.get_key_for_task(task_id), self.encode(meta)
+        self.ensure(self._store_unless_succeeded, (key, value, int(expires or 0)))
+        return result
+
+    def _store_unless_succeeded(self, key: bytes, value: bytes | str, expires: int) -> int:
+        if self._store_script is None:
+            self._store_script = self.client.register_script(STORE_UNLESS_SUCCEEDED)
+        return int(self._store_script(keys=[key], args=[value, expires]))
