@@ -11,13 +11,16 @@ from celery.signals import worker_process_shutdown, worker_ready
 
 from common.celery_config import celery_config, use_orjson_codec
 from common.settings import Settings
+from worker.result_backend import backend_url
 
 log = logging.getLogger(__name__)
 
 
 def create_celery(settings: Settings) -> Celery:
     use_orjson_codec()
-    app = Celery("serving", backend=settings.effective_result_backend_url, set_as_current=False)
+    # Celery's Redis result backend, storing each result in one round trip.
+    backend = backend_url(settings.effective_result_backend_url)
+    app = Celery("serving", backend=backend, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
 

@@ -56,7 +56,7 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]
         meta = self._get_result_meta(
             result=result, state=state, traceback=traceback, request=request
         )
-        meta["task_id"] = bytes_to_str(task_id)
+        meta["task_id"] = bytes_to_str(task_id)  # type: ignore[no-untyped-call]
         expires = self.failure_expires if state == states.FAILURE else self.expires
         key, value = self.get_key_for_task(task_id), self.encode(meta)
         self.ensure(self._store_unless_succeeded, (key, value, int(expires or 0)))
