@@ -127,8 +127,11 @@ def start_load(context: RunContext, plan: LoadPlan, work_dir: Path) -> LoadRun:
 # --- starting the services --------------------------------------------------------------
 
 
-def child_env(redis_url: str, tmp: Path) -> dict[str, str]:
+def child_env(redis_url: str, tmp: Path, settings: dict[str, str] | None = None) -> dict[str, str]:
+    """The services' environment: none of the caller's SERVING_* variables (they could
+    point at the caller's own Redis), only the benchmark's and `settings` (--set)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
+    env.update({f"SERVING_{name.upper()}": value for name, value in (settings or {}).items()})
     env.update(
         SERVING_REDIS_URL=redis_url,
         SERVING_LOCAL_STORE_PATH=str(tmp / "store"),
@@ -199,12 +202,14 @@ def is_up(target: Target) -> bool:
     return http_status(f"http://{target.host}:{target.port}{path}", target.headers) == 200
 
 
-def start_servers(tmp: Path, group: ProcessGroup, services: Collection[str]) -> Servers:
+def start_servers(
+    tmp: Path, group: ProcessGroup, services: Collection[str], settings: dict[str, str]
+) -> Servers:
     """Redis, then the named services (the worker and the API together: the API needs the
     worker); returns once every HTTP service answers."""
     redis_proc, redis_url = start_redis(tmp / "redis")
     group.adopt(redis_proc)
-    env = child_env(redis_url, tmp)
+    env = child_env(redis_url, tmp, settings)
     publish_demo_models(env)
     naive_env = env | {"SERVING_REDIS_URL": redis_database(redis_url, NAIVE_REDIS_DB)}
     ports = {name: free_port() for name in TARGETS if name in services}
@@ -241,6 +246,21 @@ def call_json(target: Target, path: str | None = None, body: bytes | None = None
             return orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
         raise RuntimeError(f"{url} answered {exc.code}: {exc.read()[:500]!r}") from None
+
+
+def batch_totals(target: Target) -> tuple[float, float]:
+    """The API's micro-batching so far: (requests sent, tasks that carried them), from
+    its /metrics (the serving_batch_size_requests histogram)."""
+    url = f"http://{target.host}:{target.port}/metrics"
+    request = urllib.request.Request(url, headers=target.headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    sums = {"_sum": 0.0, "_count": 0.0}
+    for line in text.splitlines():
+        for suffix in sums:
+            if line.startswith(f"serving_batch_size_requests{suffix}"):
+                sums[suffix] += float(line.rsplit(" ", 1)[1])
+    return sums["_sum"], sums["_count"]
 
 
 def demo_rows() -> list[dict[str, float]]:
@@ -322,7 +342,7 @@ def run_with_stack(
         print(f"starting the services in {tmp} ({layout.describe()})", flush=True)
         code = code_version()
         with inherited_affinity(layout.servers):
-            servers = start_servers(tmp, group, services)
+            servers = start_servers(tmp, group, services, getattr(options, "settings", {}))
         status = benchmark(RunContext(options, layout, generator, group, servers, tmp, code))
         return status
     except KeyboardInterrupt:

@@ -64,6 +64,7 @@ from bench.stack import (
     WORKER_ARGS,
     RunContext,
     Servers,
+    batch_totals,
     call_json,
     check_api_cache,
     choose_generator,
@@ -76,6 +77,7 @@ from bench.stack import (
     warm_stack,
 )
 from bench.tables import markdown_table
+from common.settings import Settings
 
 RESULTS_PATH = ROOT / "bench" / "results" / "sync_predict.json"
 CPU_GROUPS = ("api", "worker", "redis", "bare", "naive-api", "naive-worker", "loadgen", "other")
@@ -126,6 +128,7 @@ class Point:
     cpu_percent: dict[str, float]  # process group -> % of one core during the window
     rows_per_request: int
     rows_per_s: float
+    requests_per_task: float | None = None  # the stack's mean micro-batch in the window
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,17 @@ def scenario_list(text: str) -> list[Scenario]:
         raise argparse.ArgumentTypeError(f"no scenario named; choose from {', '.join(by_key)}")
     baselines = {s.baseline for s in SCENARIOS if s.key in keys}
     return [s for s in SCENARIOS if s.key in keys or s.name in baselines]
+
+
+def setting(text: str) -> tuple[str, str]:
+    """NAME=VALUE for --set: NAME is a field of common.settings.Settings."""
+    name, sep, value = text.partition("=")
+    name = name.strip().lower().removeprefix("serving_")
+    if not sep or name not in Settings.model_fields:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=VALUE with NAME a setting, e.g. batch_max_wait_ms=2"
+        )
+    return name, value
 
 
 def needed_services(scenarios: list[Scenario]) -> list[str]:
@@ -207,6 +221,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the bare baseline of a ratio is always added",
     )
     parser.add_argument(
+        "--set",
+        dest="settings",
+        type=setting,
+        action="append",
+        metavar="NAME=VALUE",
+        help="a setting for the stack's services, e.g. batch_max_wait_ms=2 "
+        "(SERVING_BATCH_MAX_WAIT_MS); repeatable",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -234,6 +257,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if options.soak is not None and (options.scenarios or options.profile):
         parser.error("--scenarios and --profile do not apply to --soak")
     options.scenarios = options.scenarios or list(SCENARIOS)
+    options.settings = dict(options.settings or [])
     if options.profile is not None:
         if profile.py_spy_path() is None:
             parser.error("--profile needs py-spy: pip install -r requirements.txt")
@@ -317,6 +341,8 @@ def run_point(
     """One point; with --profile, its recordings are added to `profiles`."""
     print(f"  {scenario.name}, c={concurrency} ...", end="", flush=True)
     slug = f"{scenario.target}-{scenario.bodies}-r{scenario.rows}-c{concurrency}"
+    api = context.servers.targets["api"] if scenario.target == "api" else None
+    batches_before = batch_totals(api) if api else None
     run = start_load(context, plan, context.tmp / "load" / slug)
     groups = {name: [pid] for name, pid in context.servers.pids.items()} | {"loadgen": run.pids}
     recordings: list[profile.Recording] = []
@@ -328,6 +354,11 @@ def run_point(
     profiles += [
         Profiled(scenario.name, concurrency, r.service, r.wait(), r.seconds) for r in recordings
     ]
+    per_task = None
+    if api and batches_before:
+        # Warm-up included: the same load, so the same mean.
+        requests, tasks = (a - b for a, b in zip(batch_totals(api), batches_before, strict=True))
+        per_task = round(requests / tasks, 1) if tasks else None
     print(f" {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, errors {result.error_count}")
     point = Point(
         scenario=scenario.name,
@@ -341,6 +372,7 @@ def run_point(
         cpu_percent=cpu,
         rows_per_request=scenario.rows,
         rows_per_s=round(result.rps * scenario.rows, 1),
+        requests_per_task=per_task,
     )
     return point, result
 
@@ -436,9 +468,14 @@ def cpu_table(points: list[Point]) -> str:
     groups = list(CPU_GROUPS)
     if any("py-spy" in p.cpu_percent for p in points):
         groups.insert(groups.index("other"), "py-spy")
-    header = ["scenario", "concurrency", *groups]
+    header = ["scenario", "concurrency", *groups, "requests per task"]
     rows = [
-        [p.scenario, str(p.concurrency), *(f"{p.cpu_percent.get(g, 0):.0f}%" for g in groups)]
+        [
+            p.scenario,
+            str(p.concurrency),
+            *(f"{p.cpu_percent.get(g, 0):.0f}%" for g in groups),
+            "-" if p.requests_per_task is None else f"{p.requests_per_task:.1f}",
+        ]
         for p in points
     ]
     return markdown_table(header, rows)
@@ -540,7 +577,8 @@ def report(
         print(f"\n{verdict}")
     print(
         "\nCPU used during each window, % of one core (worker: with its pool processes; "
-        "other: the rest of the machine, kernel included):\n"
+        "other: the rest of the machine, kernel included), and the stack's mean "
+        "micro-batch (requests per task):\n"
     )
     print(cpu_table(points))
     busy = [p for p in points if p.cpu_percent.get("loadgen", 0) > generator_limit(context)]

@@ -138,3 +138,11 @@ def test_a_frame_holding_a_line_breaking_character_stays_one_stack(
     path.write_bytes(f"{PARENT};{MAIN};{frame} 7\n{PARENT};{MAIN} 3\n".encode())
     summary = summarise(profile.read_stacks(path), ROOT)
     assert summary.samples == 10
+
+
+def test_set_passes_known_settings_and_refuses_others(capsys: pytest.CaptureFixture[str]) -> None:
+    options = parse_args(["--set", "batch_max_wait_ms=2", "--set", "SERVING_BATCH_MAX_ROWS=64"])
+    assert options.settings == {"batch_max_wait_ms": "2", "batch_max_rows": "64"}
+    with pytest.raises(SystemExit):
+        parse_args(["--set", "no_such_setting=1"])
+    assert "expected NAME=VALUE with NAME a setting" in capsys.readouterr().err
