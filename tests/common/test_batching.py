@@ -89,7 +89,12 @@ def test_requests_gathered_while_a_task_is_out_each_get_their_own_rows() -> None
 
 
 def test_a_batch_never_mixes_model_versions_or_artifacts() -> None:
-    models = [meta("xgboost", "1"), meta("xgboost", "2"), meta("lr", "1"), meta("xgboost", "1", "b")]
+    models = [
+        meta("xgboost", "1"),
+        meta("xgboost", "2"),
+        meta("lr", "1"),
+        meta("xgboost", "1", "b"),
+    ]
 
     async def scenario() -> tuple[FakeQueue, list[dict[str, Any]]]:
         q = FakeQueue()
@@ -117,7 +122,9 @@ def test_batches_stay_within_max_rows() -> None:
     async def scenario() -> FakeQueue:
         q = FakeQueue()
         b = batcher(q, max_rows=10, in_flight=1)
-        calls = [asyncio.ensure_future(b.predict(meta(), f"r{i}", [[0.5]] * 4, 0.0)) for i in range(7)]
+        calls = [
+            asyncio.ensure_future(b.predict(meta(), f"r{i}", [[0.5]] * 4, 0.0)) for i in range(7)
+        ]
         await asyncio.sleep(0)
         q.release.set()
         await asyncio.gather(*calls)

@@ -14,13 +14,21 @@ from tests.integration.stack import READER_KEY, Stack
 pytestmark = pytest.mark.integration
 
 
+MODELS = ("xgboost", "logistic_regression")
+
+
 async def send_all(url: str, rows: list[dict[str, float]]) -> list[httpx.Response]:
+    """Row i to MODELS[i % 2]: two models are two batching lanes, so two tasks are out at
+    once and both prefork children work (one lane sends one task at a time)."""
     limits = httpx.Limits(max_connections=len(rows))
     async with httpx.AsyncClient(
         base_url=url, headers={"X-API-Key": READER_KEY}, timeout=60, limits=limits
     ) as client:
         return await asyncio.gather(
-            *(client.post("/predict/xgboost/1", json={"input_data": row}) for row in rows)
+            *(
+                client.post(f"/predict/{MODELS[i % 2]}/1", json={"input_data": row})
+                for i, row in enumerate(rows)
+            )
         )
 
 
@@ -33,12 +41,13 @@ def test_fifty_concurrent_requests_are_each_answered_correctly(
     rows = [dict(zip(names, map(float, row), strict=True)) for row in sample]
     responses = asyncio.run(send_all(stack.url, rows))
     assert [r.status_code for r in responses] == [200] * 50
-    proba = demo_models["xgboost"].estimator.predict_proba(sample)
+    proba = {name: demo_models[name].estimator.predict_proba(sample) for name in MODELS}
     for i, response in enumerate(responses):
         body = response.json()
         assert body["cached"] is False
+        assert body["model_type"] == MODELS[i % 2]
         got = [body["predictions"][0]["probabilities"][c] for c in classes]
-        np.testing.assert_array_equal(got, proba[i].astype(np.float64))
+        np.testing.assert_allclose(got, proba[MODELS[i % 2]][i], rtol=1e-12, atol=1e-15)
     with stack.client() as client:
         logs = client.get("/logs", params={"n_limit": 1000}).json()
     ids = {r.json()["request_id"] for r in responses}
