@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -35,15 +37,36 @@ def create_log_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-        # WAL lets readers and one writer work at once; the busy timeout makes concurrent
-        # writers in other processes wait instead of failing with "database is locked".
+        # The busy timeout makes concurrent writers in other processes wait instead of
+        # failing with "database is locked"; WAL lets readers and one writer work at once.
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     return engine
+
+
+WAL_SWITCH_SECONDS = 30.0
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the file in WAL mode (it stays so: only the first process ever switches it).
+
+    The journal-mode statement can answer "database is locked" at once, without waiting
+    on the busy timeout, while another process holds the lock it needs: seen when a
+    process started just after a writer was killed mid-commit. It is retried."""
+    deadline = time.monotonic() + WAL_SWITCH_SECONDS
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 _DDL_LOCK_KEY = 0x5E2F1A6  # any constant, shared by every process of the project
