@@ -196,7 +196,6 @@ class DataPlane:
         result: dict[str, Any],
         received_at: float,
     ) -> None:
-        names = meta.feature_names
         self.log_writer.submit(
             {
                 "request_id": request_id,
@@ -204,7 +203,7 @@ class DataPlane:
                 "model_type": meta.model_type,
                 "version": meta.version,
                 "n_rows": len(rows),
-                "input": [dict(zip(names, row, strict=True)) for row in rows],
+                "input": rows,  # in feature order, as the workers log them
                 "output": result,
                 "latency_ms": (time.time() - received_at) * 1000,
                 "cached": True,

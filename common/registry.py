@@ -99,6 +99,10 @@ class Catalog:
     state: RegistryState
     models: dict[str, list[ModelMetadata]] = field(default_factory=dict)  # oldest first
 
+    def find(self, model_type: str, version: str) -> ModelMetadata | None:
+        """That exact version's metadata (its artifact may be deleted), or None."""
+        return next((m for m in self.models.get(model_type, []) if m.version == version), None)
+
     def resolve(self, model_type: str | None = None, version: str | None = None) -> ModelMetadata:
         if model_type is None:
             if self.state.active is None:

@@ -196,3 +196,18 @@ class LogEntry(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         # SQLite keeps no time zone; every timestamp is written in UTC.
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def name_inputs(self, names: list[str] | None) -> LogEntry:
+        """The log keeps a request's rows as lists in its version's feature order (half
+        the bytes of objects naming every feature, and the workers' largest cost on big
+        requests); GET /logs names the features again. A job's summary, or rows of a
+        version whose metadata is gone, stay as they are."""
+        rows = self.input
+        positional = (
+            isinstance(rows, list)
+            and rows
+            and all(isinstance(row, list) and len(row) == len(names or ()) for row in rows)
+        )
+        if names and positional:
+            self.input = [dict(zip(names, row, strict=True)) for row in rows]
+        return self

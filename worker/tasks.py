@@ -246,11 +246,11 @@ class WorkerRuntime:
                 time.perf_counter() - inference_started
             )
         except ServingError as exc:
-            state.log_repo.record(self._entries(labels, rows, segments, None, None, exc))
+            state.log_repo.record(self._entries(labels, rows, segments, None, exc))
             metrics.TASK_FAILURES.labels(*labels, exc.type).inc()
             metrics.TASKS.labels(*labels, "error").inc()
             raise
-        entries = self._entries(labels, rows, segments, model.meta.feature_names, result, None)
+        entries = self._entries(labels, rows, segments, result, None)
         state.log_repo.record(entries)
         metrics.TASKS.labels(*labels, "ok").inc()
         metrics.TASK_DURATION.labels(*labels).observe(time.perf_counter() - started)
@@ -264,7 +264,7 @@ class WorkerRuntime:
         if task_name == PREDICT_TASK:
             model_type, version, _, rows, segments = args
             labels = (model_type, version)
-            state.log_repo.record(self._entries(labels, rows, segments, None, None, exc))
+            state.log_repo.record(self._entries(labels, rows, segments, None, exc))
             metrics.TASKS.labels(*labels, "error").inc()
         else:
             job_id, _, model_type, version = args[:4]
@@ -277,7 +277,6 @@ class WorkerRuntime:
         labels: tuple[str, str],
         rows: list[list[Any]],
         segments: list[list[Any]],
-        names: list[str] | None,
         result: dict[str, Any] | None,
         error: ServingError | None,
     ) -> list[dict[str, Any]]:
@@ -294,9 +293,7 @@ class WorkerRuntime:
                     "model_type": labels[0],
                     "version": labels[1],
                     "n_rows": n_rows,
-                    "input": inputs
-                    if names is None
-                    else [dict(zip(names, r, strict=True)) for r in inputs],
+                    "input": inputs,  # in feature order; GET /logs names the features
                     "output": None
                     if result is None
                     else {

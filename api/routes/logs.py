@@ -31,4 +31,10 @@ async def read_logs(
     # Rows this process logged in the background (cache hits) are written first.
     await asyncio.to_thread(services.log_writer.flush)
     rows = await asyncio.to_thread(services.log_repo.newest, n_limit)
-    return [LogEntry.model_validate(row) for row in rows]
+    catalog = await services.plane.catalog.get()
+    entries = []
+    for row in rows:
+        meta = catalog.find(row.model_type, row.version)
+        names = meta.feature_names if meta is not None else None
+        entries.append(LogEntry.model_validate(row).name_inputs(names))
+    return entries

@@ -10,7 +10,7 @@ import pytest
 
 from common.errors import InvalidInput
 from common.registry import ModelMetadata
-from common.schemas import InputValidator
+from common.schemas import InputValidator, LogEntry
 
 
 @pytest.fixture
@@ -303,3 +303,39 @@ def test_single_feature_models_use_the_fast_path() -> None:
     validator = InputValidator(meta, max_rows=10)
     assert validator._exact_rows([{"x": 1.5}, {"x": -2.0}]) == [[1.5], [-2.0]]
     assert validator.validate([{"x": 1.5}]) == [[1.5]]
+
+
+def _log_entry(input_value: Any) -> LogEntry:
+    return LogEntry(
+        request_id="r1",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        model_type="xgboost",
+        version="1",
+        n_rows=2,
+        input=input_value,
+        output=None,
+        latency_ms=1.0,
+        cached=False,
+        status="ok",
+        error=None,
+        worker=None,
+    )
+
+
+def test_logged_rows_in_feature_order_get_their_feature_names_back() -> None:
+    entry = _log_entry([[1.0, 2.0], [3.0, 4.0]]).name_inputs(["alpha", "beta"])
+    assert entry.input == [{"alpha": 1.0, "beta": 2.0}, {"alpha": 3.0, "beta": 4.0}]
+
+
+@pytest.mark.parametrize(
+    ("logged", "names"),
+    [
+        ({"job_id": "j1", "rows": 5}, ["alpha", "beta"]),  # a job's summary
+        ([[1.0, 2.0]], None),  # the version's metadata is gone
+        ([[1.0, 2.0, 3.0]], ["alpha", "beta"]),  # not this version's shape
+        ([{"alpha": 1.0, "beta": 2.0}], ["alpha", "beta"]),  # logged with names already
+        ([], ["alpha", "beta"]),
+    ],
+)
+def test_other_logged_inputs_stay_as_they_are(logged: Any, names: list[str] | None) -> None:
+    assert _log_entry(logged).name_inputs(names).input == logged
