@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from celery import Celery
 from kombu.exceptions import OperationalError
 
@@ -33,6 +34,17 @@ def create_producer(settings: Settings) -> Celery:
     return app
 
 
+def rows_text(requests: list[Request]) -> str:
+    """The batch's rows as one JSON text, joined from each request's own encoding.
+
+    A JSON string in the task's arguments instead of nested lists: the worker's main
+    process decodes every message it receives (Celery's strategy reads the payload to
+    tell protocol versions apart), and a string of rows decodes at memcpy speed, where
+    30,000 floats took milliseconds; the pool process parses the rows once."""
+    parts = [(r.rows_json or orjson.dumps(r.rows))[1:-1] for r in requests]
+    return (b"[" + b",".join(part for part in parts if part) + b"]").decode()
+
+
 class CeleryDispatcher:
     def __init__(
         self, producer: Celery, listener: ResultListener, queue: str, timeout: float
@@ -57,12 +69,12 @@ class CeleryDispatcher:
     async def predict_batch(self, meta: ModelMetadata, requests: list[Request]) -> dict[str, Any]:
         task_id = self.listener.new_task_id()
         future = self.listener.expect(task_id)
-        rows = [row for request in requests for row in request.rows]
+        n_rows = sum(len(request.rows) for request in requests)
         segments = [[r.request_id, len(r.rows), r.received_at] for r in requests]
         # Logs and Flower show `argsrepr` instead of the input rows.
-        summary = f"({meta.model_type!r}, {meta.version!r}, <{len(rows)} rows of "
+        summary = f"({meta.model_type!r}, {meta.version!r}, <{n_rows} rows of "
         summary += f"{len(requests)} requests>)"
-        args = [meta.model_type, meta.version, meta.sha256, rows, segments]
+        args = [meta.model_type, meta.version, meta.sha256, rows_text(requests), segments]
         try:
             await self._in_thread(
                 lambda: self._publish(PREDICT_TASK, args, task_id=task_id, argsrepr=summary)

@@ -26,6 +26,7 @@ class Request:
     rows: list[list[Any]]
     received_at: float
     future: asyncio.Future[dict[str, Any]]
+    rows_json: bytes = b""  # orjson.dumps(rows), when the caller has it already
 
 
 Dispatch = Callable[[ModelMetadata, list[Request]], Awaitable[dict[str, Any]]]
@@ -42,14 +43,19 @@ class MicroBatcher:
         self._lanes: dict[tuple[str, str, str], _Lane] = {}
 
     async def predict(
-        self, meta: ModelMetadata, request_id: str, rows: list[list[Any]], received_at: float
+        self,
+        meta: ModelMetadata,
+        request_id: str,
+        rows: list[list[Any]],
+        received_at: float,
+        rows_json: bytes = b"",
     ) -> dict[str, Any]:
         key = (meta.model_type, meta.version, meta.sha256)
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(self, meta)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        lane.add(Request(request_id, rows, received_at, future))
+        lane.add(Request(request_id, rows, received_at, future, rows_json))
         return await future
 
 

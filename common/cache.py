@@ -19,12 +19,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def rows_digest(rows: list[list[Any]]) -> str:
-    """A canonical hash of validated rows: values in training feature order, typed."""
-    return hashlib.blake2b(orjson.dumps(rows), digest_size=20).hexdigest()
+def rows_digest(rows: list[list[Any]] | bytes) -> str:
+    """A canonical hash of validated rows: values in training feature order, typed.
+    `rows` may already be their JSON (orjson.dumps(rows)), as the data plane has it."""
+    encoded = rows if isinstance(rows, bytes) else orjson.dumps(rows)
+    return hashlib.blake2b(encoded, digest_size=20).hexdigest()
 
 
-def prediction_key(prefix: str, meta: ModelMetadata, rows: list[list[Any]]) -> str:
+def prediction_key(prefix: str, meta: ModelMetadata, rows: list[list[Any]] | bytes) -> str:
     # Type, version and artifact checksum: activating or republishing never serves stale.
     return f"{prefix}pred:{meta.model_type}:{meta.version}:{meta.sha256[:16]}:{rows_digest(rows)}"
 

@@ -150,7 +150,9 @@ class DataPlane:
         rows = self.catalog.validator(meta).validate(input_data)
         request_id = request_id_var.get() or new_id()
         labels = (meta.model_type, meta.version)
-        key = prediction_key(self.settings.cache_prefix, meta, rows)
+        # Encoded once: for the cache key, and as the rows the task carries.
+        encoded = orjson.dumps(rows)
+        key = prediction_key(self.settings.cache_prefix, meta, encoded)
         cached = await self._cache_get(key)
         metrics.CACHE_LOOKUPS.labels(*labels, "miss" if cached is None else "hit").inc()
         if cached is not None:
@@ -160,7 +162,9 @@ class DataPlane:
             try:
                 # Only a request that goes to a worker takes a slot: hits cost nothing.
                 with self.admission.slot(), metrics.PREDICTIONS_IN_FLIGHT.track_inprogress():
-                    result = await self.batcher.predict(meta, request_id, rows, received_at)
+                    result = await self.batcher.predict(
+                        meta, request_id, rows, received_at, encoded
+                    )
             except TooManyRequests as exc:
                 metrics.PREDICTIONS.labels(*labels, exc.type).inc()
                 metrics.PREDICTIONS_REJECTED.labels(*labels).inc()

@@ -263,6 +263,7 @@ class WorkerRuntime:
         state = self.state()
         if task_name == PREDICT_TASK:
             model_type, version, _, rows, segments = args
+            rows = decode_rows(rows)
             labels = (model_type, version)
             state.log_repo.record(self._entries(labels, rows, segments, None, exc))
             metrics.TASKS.labels(*labels, "error").inc()
@@ -330,6 +331,15 @@ def task_context(request_id: str) -> Iterator[None]:
         request_id_var.reset(token)
 
 
+def decode_rows(rows: list[list[Any]] | str) -> list[list[Any]]:
+    """A predict task's rows: a JSON text from the API (api/dispatch.py, rows_text), or
+    lists from an API of an earlier release."""
+    if isinstance(rows, str):
+        decoded: list[list[Any]] = orjson.loads(rows)
+        return decoded
+    return rows
+
+
 def redelivered_id(task: Any) -> str | None:
     """The task's id if its message came back to the queue (a crash, a lost connection,
     the visibility timeout: kombu marks every restored message), else None."""
@@ -354,13 +364,13 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         model_type: str,
         version: str,
         sha256: str,
-        rows: list[list[Any]],
+        rows: list[list[Any]] | str,
         segments: list[list[Any]],
     ) -> dict[str, Any]:
         # Every log line of the task carries its requests' ids.
         with task_context(",".join(str(segment[0]) for segment in segments)):
             return runtime.predict(
-                model_type, version, sha256, rows, segments, redelivered_id(task)
+                model_type, version, sha256, decode_rows(rows), segments, redelivered_id(task)
             )
 
     @app.task(name=PREDICT_CHUNK_TASK, bind=True)  # type: ignore[untyped-decorator]
