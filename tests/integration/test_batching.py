@@ -9,6 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
+from common.cache import notify_registry_changed
+from common.runtimes import serialize_xgboost
 from common.training import TrainedModel, breast_cancer
 from tests.integration.stack import READER_KEY, Stack, scrape, total
 
@@ -83,3 +85,53 @@ def test_mixed_models_and_invalid_requests_in_one_burst(
     ids = {r.json()["request_id"] for r in responses if r.status_code == 200}
     mine = [entry for entry in logs if entry["request_id"] in ids]
     assert len(mine) == 80 and all(entry["n_rows"] == 1 for entry in mine)
+
+
+def test_two_versions_of_one_model_in_one_burst_each_answer_from_their_own(
+    stack: Stack, demo_models: dict[str, TrainedModel]
+) -> None:
+    import xgboost as xgb
+
+    x, y, _, classes = breast_cancer()
+    other = xgb.XGBClassifier(n_estimators=7, max_depth=2, learning_rate=0.3, n_jobs=1)
+    other.fit(x, y)
+    registry = stack.registry()
+    registry.publish(
+        demo_models["xgboost"].metadata | {"version": "batching-v2"}, serialize_xgboost(other)
+    )
+    notify_registry_changed(stack.settings)
+    sample, rows = fresh_rows(400, 40, 0.000654)
+    expected = {
+        "1": demo_models["xgboost"].estimator.predict_proba(sample),
+        "batching-v2": other.predict_proba(sample),
+    }
+    # Far enough apart that a row answered by the other version could not pass below.
+    assert np.abs(expected["1"] - expected["batching-v2"]).max() > 0.01
+    calls = [(f"/predict/xgboost/{v}", {"input_data": row}) for row in rows for v in expected]
+    before = scrape(stack.url + "/metrics")
+    responses = asyncio.run(post_all(stack.url, calls))
+    after = scrape(stack.url + "/metrics")
+
+    for i, response in enumerate(responses):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        version = calls[i][0].rsplit("/", 1)[1]
+        assert (body["model_type"], body["version"]) == ("xgboost", version)
+        got = [body["predictions"][0]["probabilities"][c] for c in classes]
+        np.testing.assert_allclose(got, expected[version][i // 2], rtol=1e-6, atol=1e-7)
+    sent = {
+        version: total(
+            after, "serving_batch_size_requests_count", model_type="xgboost", version=version
+        )
+        - total(before, "serving_batch_size_requests_count", model_type="xgboost", version=version)
+        for version in expected
+    }
+    requests = {
+        version: total(
+            after, "serving_batch_size_requests_sum", model_type="xgboost", version=version
+        )
+        - total(before, "serving_batch_size_requests_sum", model_type="xgboost", version=version)
+        for version in expected
+    }
+    assert requests == {"1": 40, "batching-v2": 40}  # each version's tasks held its own
+    assert sum(sent.values()) < 80  # and requests did share tasks
