@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import naive_worker
 from bench.loadgen import BodyTemplate, LoadPlan, LoadRun, Target, start_python_load
@@ -255,12 +256,12 @@ def batch_totals(target: Target) -> tuple[float, float]:
     request = urllib.request.Request(url, headers=target.headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         text = response.read().decode()
-    sums = {"_sum": 0.0, "_count": 0.0}
-    for line in text.splitlines():
-        for suffix in sums:
-            if line.startswith(f"serving_batch_size_requests{suffix}"):
-                sums[suffix] += float(line.rsplit(" ", 1)[1])
-    return sums["_sum"], sums["_count"]
+    totals = {"serving_batch_size_requests_sum": 0.0, "serving_batch_size_requests_count": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals["serving_batch_size_requests_sum"], totals["serving_batch_size_requests_count"]
 
 
 def demo_rows() -> list[dict[str, float]]:

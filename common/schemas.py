@@ -203,11 +203,8 @@ class LogEntry(BaseModel):
         requests); GET /logs names the features again. A job's summary, or rows of a
         version whose metadata is gone, stay as they are."""
         rows = self.input
-        positional = (
-            isinstance(rows, list)
-            and rows
-            and all(isinstance(row, list) and len(row) == len(names or ()) for row in rows)
-        )
-        if names and positional:
+        if not names or not isinstance(rows, list) or not rows:
+            return self
+        if all(isinstance(row, list) and len(row) == len(names) for row in rows):
             self.input = [dict(zip(names, row, strict=True)) for row in rows]
         return self

@@ -119,19 +119,12 @@ def test_two_versions_of_one_model_in_one_burst_each_answer_from_their_own(
         assert (body["model_type"], body["version"]) == ("xgboost", version)
         got = [body["predictions"][0]["probabilities"][c] for c in classes]
         np.testing.assert_allclose(got, expected[version][i // 2], rtol=1e-6, atol=1e-7)
-    sent = {
-        version: total(
-            after, "serving_batch_size_requests_count", model_type="xgboost", version=version
-        )
-        - total(before, "serving_batch_size_requests_count", model_type="xgboost", version=version)
-        for version in expected
-    }
-    requests = {
-        version: total(
-            after, "serving_batch_size_requests_sum", model_type="xgboost", version=version
-        )
-        - total(before, "serving_batch_size_requests_sum", model_type="xgboost", version=version)
-        for version in expected
-    }
+
+    def grew(name: str, version: str) -> float:
+        labels = {"model_type": "xgboost", "version": version}
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    sent = {v: grew("serving_batch_size_requests_count", v) for v in expected}
+    requests = {v: grew("serving_batch_size_requests_sum", v) for v in expected}
     assert requests == {"1": 40, "batching-v2": 40}  # each version's tasks held its own
     assert sum(sent.values()) < 80  # and requests did share tasks

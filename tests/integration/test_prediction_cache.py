@@ -23,20 +23,11 @@ def commands_run(client: redis.Redis, name: str) -> int:
     return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
 
 
-_clients: list[redis.Redis] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _clients:
-        _clients.pop().close()
-
-
-def closing_client(url: str) -> redis.Redis:
-    """A client closed after the test (an unclosed socket warns, and warnings fail)."""
-    _clients.append(redis.Redis.from_url(url))
-    return _clients[-1]
+@pytest.fixture
+def sync(redis_db_url: str) -> Iterator[redis.Redis]:
+    """A plain client on the test's database, to look at what reached Redis."""
+    with redis.Redis.from_url(redis_db_url) as client:
+        yield client
 
 
 def run(url: str, scenario: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
@@ -51,9 +42,8 @@ def run(url: str, scenario: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
 
 
 def test_lookups_made_together_go_as_one_mget_and_each_gets_its_value(
-    redis_db_url: str,
+    redis_db_url: str, sync: redis.Redis
 ) -> None:
-    sync = closing_client(redis_db_url)
     sync.mset({f"k{i}": f"v{i}" for i in range(0, 50, 2)})  # even keys cached
     before = commands_run(sync, "mget")
 
@@ -69,9 +59,8 @@ def test_lookups_made_together_go_as_one_mget_and_each_gets_its_value(
 
 
 def test_writes_go_as_one_pipeline_with_the_ttl_and_read_back_at_once(
-    redis_db_url: str,
+    redis_db_url: str, sync: redis.Redis
 ) -> None:
-    sync = closing_client(redis_db_url)
     before = commands_run(sync, "set")
 
     async def scenario(client: aioredis.Redis) -> tuple[bytes | None, int]:
@@ -91,14 +80,14 @@ def test_writes_go_as_one_pipeline_with_the_ttl_and_read_back_at_once(
     assert 55 <= sync.ttl("w3") <= 60
 
 
-def test_a_zero_ttl_writes_nothing(redis_db_url: str) -> None:
+def test_a_zero_ttl_writes_nothing(redis_db_url: str, sync: redis.Redis) -> None:
     async def scenario(client: aioredis.Redis) -> None:
         cache = PredictionCache(client, ttl_seconds=0)
         cache.put("off", b"x")
         await cache.flush()
 
     run(redis_db_url, scenario)
-    assert closing_client(redis_db_url).exists("off") == 0
+    assert sync.exists("off") == 0
 
 
 def test_unreachable_redis_fails_every_waiting_lookup_and_drops_writes() -> None:
