@@ -173,6 +173,23 @@ class BackendUnavailable(ServingError):
         return {"Retry-After": "1"}  # Redis restarts take seconds; retry soon
 
 
+class StoreUnavailable(ServingError):
+    """The model store (S3 or the local folder) failed a read or a write."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    type = "store_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class JobStalled(ServingError):
+    """A job made no progress for `job_stall_seconds`; the sweeper ended it."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT
+    type = "job_stalled"
+
+
 class PredictionFailed(ServingError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     type = "prediction_failed"

@@ -112,3 +112,21 @@ MODELS_LOADED = Gauge(
 TASK_FAILURES = Counter(
     "serving_task_failures_total", "Failed prediction tasks", [*MODEL, "error_type"]
 )
+
+# Prediction log spool: rows the database refused, kept in Redis until it takes them.
+LOG_BACKLOG = Gauge(
+    "serving_log_backlog_rows",
+    "Prediction log rows in the spool, waiting for the database to accept them",
+    multiprocess_mode="mostrecent",
+)
+LOG_SPOOLED = Counter(
+    "serving_log_spooled_rows_total", "Prediction log rows the database refused, spooled"
+)
+LOG_PURGED = Counter(
+    "serving_log_purged_rows_total", "Prediction log rows deleted past the retention"
+)
+
+# Jobs: the sweeper's work.
+JOBS_SWEPT = Counter(
+    "serving_jobs_swept_total", "Jobs the sweeper ended or settled", ["outcome"]
+)

@@ -101,7 +101,22 @@ class Settings(BaseSettings):
     callback_secret: SecretStr | None = None
     callback_max_attempts: int = Field(6, gt=0)
 
+    # Queues: synchronous predictions (and readiness pings) on `task_queue`; job work
+    # (preparing, chunks, the final results write) and callbacks on queues of their own,
+    # so interactive requests never wait behind a job's chunks (README, Queues).
     task_queue: str = "predictions"
+    job_queue: str | None = None  # default: "<task_queue>.jobs"
+    callback_queue: str | None = None  # default: "<task_queue>.callbacks"
+    # A job with no progress (no chunk recorded, no state change) for this long is failed
+    # by the sweeper, which every worker runs every `job_sweep_seconds` (one at a time).
+    # Keep it above the longest a job's next chunk may wait in its queue.
+    job_stall_seconds: int = Field(600, gt=0)
+    job_sweep_seconds: float = Field(10.0, gt=0)
+    # An input object larger than this is refused before a byte of it is read.
+    job_max_object_bytes: int = Field(4 * 1024**3, gt=0)
+    # Prediction log rows older than this are deleted in batches by the workers'
+    # housekeeping; 0 keeps them forever.
+    log_retention_days: int = Field(30, ge=0)
     task_soft_time_limit_seconds: float = Field(50.0, gt=0)
     task_time_limit_seconds: float = Field(60.0, gt=0)
     broker_visibility_timeout_seconds: int = Field(3600, gt=0)
@@ -161,6 +176,14 @@ class Settings(BaseSettings):
                 "broker_visibility_timeout_seconds must exceed task_time_limit_seconds"
             )
         return self
+
+    @property
+    def effective_job_queue(self) -> str:
+        return self.job_queue or f"{self.task_queue}.jobs"
+
+    @property
+    def effective_callback_queue(self) -> str:
+        return self.callback_queue or f"{self.task_queue}.callbacks"
 
     @property
     def effective_broker_url(self) -> str:
