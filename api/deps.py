@@ -13,17 +13,25 @@ from celery import Celery
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery
 
-from common.dataplane import DataPlane
 from common.db import BackgroundLogWriter, PredictionLogRepo
 from common.errors import Forbidden, NotAuthenticated
 from common.registry import MODEL_TYPE_PATTERN, VERSION_PATTERN
+from common.services.jobs import JobService
+from common.services.models import ModelService
+from common.services.predictions import PredictionService
 from common.settings import Settings
+from queueing.dispatcher import CeleryDispatcher
 
 
 @dataclass
 class Services:
+    """What the routes call: the three services, and the health checks' connections."""
+
     settings: Settings
-    plane: DataPlane
+    models: ModelService
+    predictions: PredictionService
+    jobs: JobService
+    dispatcher: CeleryDispatcher
     cache: aioredis.Redis
     broker: aioredis.Redis
     producer: Celery

@@ -17,18 +17,21 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from api.deps import Services
-from api.dispatch import CeleryDispatcher, create_producer
 from api.middleware import Observability
-from api.pubsub import ResultListener
 from api.routes import health, jobs, logs, metrics, models, predictions
-from common.cache import registry_channel
-from common.dataplane import DataPlane
+from common.cache import PredictionCache, registry_channel
 from common.db import BackgroundLogWriter, PredictionLogRepo, create_log_engine, create_tables
 from common.errors import BackendUnavailable, ServingError
+from common.jobs import AsyncJobStore
 from common.observability import configure_logging
 from common.registry import Registry
+from common.services.jobs import JobService
+from common.services.models import ModelService
+from common.services.predictions import PredictionService
 from common.settings import Settings, get_settings
 from common.store import create_store
+from queueing.dispatcher import CeleryDispatcher, create_producer
+from queueing.listener import ResultListener
 
 log = logging.getLogger("api")
 
@@ -68,12 +71,23 @@ def build_services(settings: Settings) -> tuple[Services, ResultListener]:
     writer = BackgroundLogWriter(repo)
     producer = create_producer(settings)
     listener = ResultListener(results)
-    dispatcher = CeleryDispatcher(
-        producer, listener, settings.task_queue, settings.predict_timeout_seconds
+    dispatcher = CeleryDispatcher(producer, listener, settings)
+    models_ = ModelService(settings, registry, cache)
+    job_store = AsyncJobStore(results, settings.cache_prefix, settings.job_ttl_seconds)
+    jobs_ = JobService(settings, job_store, models_, dispatcher)
+    predictions_ = PredictionService(
+        settings,
+        models_,
+        PredictionCache(cache, settings.cache_ttl_seconds),
+        dispatcher,
+        writer,
+        defer=jobs_.defer,
     )
-    plane = DataPlane(settings, registry, cache, dispatcher, writer, results)
-    listener.on_message(registry_channel(settings.cache_prefix), plane.catalog.invalidate)
-    return Services(settings, plane, cache, broker, producer, repo, writer), listener
+    listener.on_message(registry_channel(settings.cache_prefix), models_.registry_changed)
+    services = Services(
+        settings, models_, predictions_, jobs_, dispatcher, cache, broker, producer, repo, writer
+    )
+    return services, listener
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

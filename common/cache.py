@@ -159,3 +159,16 @@ def notify_registry_changed(settings: Settings) -> None:
         )
     finally:
         client.close()
+
+
+async def purge_predictions(client: aioredis.Redis, prefix: str, batch_size: int = 1000) -> int:
+    """Delete every cached prediction under `prefix`, in batches; how many went."""
+    purged, batch = 0, []
+    async for key in client.scan_iter(match=prediction_pattern(prefix), count=batch_size):
+        batch.append(key)
+        if len(batch) >= batch_size:
+            purged += await client.unlink(*batch)
+            batch.clear()
+    if batch:
+        purged += await client.unlink(*batch)
+    return purged

@@ -13,10 +13,13 @@ def main(argv: list[str]) -> None:
     # Before the task modules import prometheus_client; prefork children inherit it.
     prepare_metrics_dir(settings.metrics_dir)
     configure_logging("worker", settings.log_level, settings.log_format)
+    from queueing.config import worker_queues
     from worker.celery_app import create_worker_app
 
     app = create_worker_app(settings)
-    app.worker_main(["worker", "--loglevel", settings.log_level, "-Q", settings.task_queue, *argv])
+    # Most urgent first: the queues are consumed in this order (queueing.config).
+    queues = ",".join(worker_queues(settings))
+    app.worker_main(["worker", "--loglevel", settings.log_level, "-Q", queues, *argv])
 
 
 if __name__ == "__main__":

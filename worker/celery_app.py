@@ -9,8 +9,9 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_shutdown, worker_ready
 
-from common.celery_config import celery_config, use_orjson_codec
 from common.settings import Settings
+from queueing.codec import use_orjson_codec
+from queueing.config import celery_config
 from worker.result_backend import backend_url
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,13 @@ def create_celery(settings: Settings) -> Celery:
 
 
 def create_worker_app(settings: Settings) -> Celery:
-    from worker.tasks import WorkerRuntime, register_tasks
+    from worker.housekeeping import run_housekeeping_when_ready
+    from worker.tasks import register_tasks
 
     app = create_celery(settings)
-    register_tasks(app, WorkerRuntime(settings))
+    register_tasks(app, settings)
     _serve_metrics_when_ready(settings.worker_metrics_port)
+    run_housekeeping_when_ready(app, settings)
     return app
 
 

@@ -17,8 +17,8 @@ import time
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.utils import worker_direct
 
-from common.protocol import PING_TASK
 from common.settings import get_settings
+from queueing.messages import PING_TASK
 from worker.celery_app import create_celery
 
 

@@ -15,7 +15,11 @@ from celery import states
 from celery.backends.redis import RedisBackend
 from kombu.utils.encoding import bytes_to_str
 
-# KEYS[1]: the result key. ARGV: the encoded result, its lifetime in seconds (0: none).
+from queueing.results import keep_key
+
+# KEYS[1]: the result key, KEYS[2]: its keep marker (a deferred prediction's job needs
+# the result as long as the job lives). ARGV: the encoded result, its lifetime in
+# seconds (0: none).
 STORE_UNLESS_SUCCEEDED = """
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -24,8 +28,11 @@ if current then
         return 0
     end
 end
-if tonumber(ARGV[2]) > 0 then
-    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local ttl = tonumber(ARGV[2])
+local keep = redis.call('TTL', KEYS[2])
+if ttl > 0 and keep > ttl then ttl = keep end
+if ttl > 0 then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
 else
     redis.call('SET', KEYS[1], ARGV[1])
 end
@@ -59,10 +66,13 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]
         meta["task_id"] = bytes_to_str(task_id)  # type: ignore[no-untyped-call]
         expires = self.failure_expires if state == states.FAILURE else self.expires
         key, value = self.get_key_for_task(task_id), self.encode(meta)
-        self.ensure(self._store_unless_succeeded, (key, value, int(expires or 0)))
+        keep = keep_key(bytes_to_str(task_id))  # type: ignore[no-untyped-call]
+        self.ensure(self._store_unless_succeeded, (key, keep, value, int(expires or 0)))
         return result
 
-    def _store_unless_succeeded(self, key: bytes, value: bytes | str, expires: int) -> int:
+    def _store_unless_succeeded(
+        self, key: bytes, keep: str, value: bytes | str, expires: int
+    ) -> int:
         if self._store_script is None:
             self._store_script = self.client.register_script(STORE_UNLESS_SUCCEEDED)
-        return int(self._store_script(keys=[key], args=[value, expires]))
+        return int(self._store_script(keys=[key, keep], args=[value, expires]))

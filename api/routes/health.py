@@ -84,7 +84,7 @@ async def ready(services: ServicesDep, response: Response, _: ReaderDep) -> Read
     timeout = services.settings.readiness_timeout_seconds
     started = time.perf_counter()
     try:
-        answer = await services.plane.dispatcher.ping(timeout)
+        answer = await services.dispatcher.ping(timeout)
     except TimeoutError:
         problem = f"no worker answered a ping task within {timeout:g} s"
     except ServingError as exc:

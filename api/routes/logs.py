@@ -31,7 +31,7 @@ async def read_logs(
     # Rows this process logged in the background (cache hits) are written first.
     await asyncio.to_thread(services.log_writer.flush)
     rows = await asyncio.to_thread(services.log_repo.newest, n_limit)
-    catalog = await services.plane.catalog.get()
+    catalog = await services.models.catalog()
     entries = []
     for row in rows:
         meta = catalog.find(row.model_type, row.version)

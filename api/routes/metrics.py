@@ -16,45 +16,60 @@ from redis.exceptions import RedisError
 
 from api.deps import Services, ServicesDep
 from common import metrics
+from queueing.config import worker_queues
 
 router = APIRouter(tags=["health"])
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class QueueCollector(Collector):
-    def __init__(self, queue: str, depth: int, oldest_age: float) -> None:
-        self.queue, self.depth, self.oldest_age = queue, depth, oldest_age
+    def __init__(self, stats: dict[str, tuple[int, float]]) -> None:
+        self.stats = stats
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
             metrics.QUEUE_DEPTH, "Tasks waiting in the broker queue", labels=["queue"]
         )
-        depth.add_metric([self.queue], self.depth)
         age = GaugeMetricFamily(
             metrics.QUEUE_OLDEST_AGE,
             "Age of the oldest task waiting in the queue",
             labels=["queue"],
         )
-        age.add_metric([self.queue], self.oldest_age)
+        for queue, (n, oldest) in self.stats.items():
+            depth.add_metric([queue], n)
+            age.add_metric([queue], oldest)
         yield from (depth, age)
 
 
-async def queue_stats(services: Services) -> tuple[int, float] | None:
-    """Kombu's Redis transport pushes on the left and pops on the right."""
-    queue = services.settings.task_queue
+def sent_at(message: bytes | None) -> float | None:
+    """When the API sent a queued task (its `sent_at` header); None for a message that
+    is not Celery's JSON, which must never fail a scrape."""
+    if not message:
+        return None
+    try:
+        value = orjson.loads(message).get("headers", {}).get("sent_at")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+async def queue_stats(services: Services) -> dict[str, tuple[int, float]]:
+    """Depth and oldest task's age of each queue. Kombu's Redis transport pushes on the
+    left and pops on the right."""
+    queues = worker_queues(services.settings)
     try:
         async with services.broker.pipeline(transaction=False) as pipe:
-            pipe.llen(queue)
-            pipe.lindex(queue, -1)
-            depth, oldest = await pipe.execute()
+            for queue in queues:
+                pipe.llen(queue)
+                pipe.lindex(queue, -1)
+            replies = await pipe.execute()
     except RedisError:
-        return None
-    age = 0.0
-    if oldest:
-        sent_at = orjson.loads(oldest).get("headers", {}).get("sent_at")
-        if isinstance(sent_at, int | float):
-            age = max(0.0, time.time() - sent_at)
-    return int(depth), age
+        return {}
+    now, stats = time.time(), {}
+    for i, queue in enumerate(queues):
+        depth, oldest = replies[2 * i], sent_at(replies[2 * i + 1])
+        stats[queue] = (int(depth), 0.0 if oldest is None else max(0.0, now - oldest))
+    return stats
 
 
 def exposition(extra: Sequence[Collector]) -> bytes:
@@ -76,5 +91,5 @@ def exposition(extra: Sequence[Collector]) -> bytes:
 )
 async def prometheus_metrics(services: ServicesDep) -> Response:
     stats = await queue_stats(services)
-    extra = [] if stats is None else [QueueCollector(services.settings.task_queue, *stats)]
+    extra = [QueueCollector(stats)] if stats else []
     return Response(exposition(extra), media_type=CONTENT_TYPE)

@@ -55,7 +55,7 @@ class DeleteReport(BaseModel):
     summary="Models, versions and which are active",
 )
 async def list_models(services: ServicesDep, _: ReaderDep) -> ModelList:
-    catalog = await services.plane.catalog.get()
+    catalog = await services.models.catalog()
     summaries = []
     for model_type, metas in sorted(catalog.models.items()):
         active = catalog.state.active_by_type.get(model_type)
@@ -92,7 +92,7 @@ async def model_detail(
     services: ServicesDep,
     _: ReaderDep,
 ) -> ModelDetail:
-    catalog = await services.plane.catalog.get()
+    catalog = await services.models.catalog()
     meta = catalog.resolve(model_type, version)
     default = catalog.state.active
     return ModelDetail(
@@ -100,7 +100,7 @@ async def model_detail(
         active=catalog.state.active_by_type.get(model_type) == version,
         default=default is not None
         and (default.model_type, default.version) == (model_type, version),
-        input_schema=services.plane.catalog.validator(meta).json_schema(),
+        input_schema=services.models.validator(meta).json_schema(),
     )
 
 
@@ -112,4 +112,4 @@ async def model_detail(
     summary="Delete every model artifact (admin); metadata is kept",
 )
 async def delete_models(services: ServicesDep, _: AdminDep) -> DeleteReport:
-    return DeleteReport.model_validate(await services.plane.delete_models())
+    return DeleteReport.model_validate(await services.models.delete_models())

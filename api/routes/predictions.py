@@ -6,12 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from api.bodies import predict_request
 from api.deps import Caller, ModelTypePath, ReaderDep, ServicesDep, VersionPath
 from api.examples import EXAMPLE_ROW
 from api.responses import errors, read_json
 from api.routes import jobs
-from api.routes.jobs import JobStatus
 from common.errors import PredictionDeferred
+from common.jobs import JobStatus
 from common.schemas import PredictResponse
 
 router = APIRouter(tags=["predictions"])
@@ -75,11 +76,12 @@ async def _predict(
         response.headers["Preference-Applied"] = "respond-async"
         return response
     payload = await read_json(request, services.settings.max_body_bytes)
+    parsed = predict_request(payload, caller.owner, model_type, version)
     try:
-        outcome = await services.plane.predict(model_type, version, payload, caller.owner)
+        outcome = await services.predictions.predict(parsed)
     except PredictionDeferred as deferred:
         # Past the deadline: the same prediction, as a job the caller can poll.
-        return jobs.accepted(await jobs.render(services, deferred.details))
+        return jobs.accepted(deferred.details)
     return Response(outcome.to_json(), media_type="application/json")
 
 

@@ -36,7 +36,7 @@ ML_LIBRARIES = {
     "skops",
     "pandas",
 }
-PROJECT_PACKAGES = {"api", "common", "worker", "modelctl", "dev", "bench", "tests"}
+PROJECT_PACKAGES = {"api", "common", "queueing", "worker", "modelctl", "dev", "bench", "tests"}
 BASE_IMAGE = re.compile(r"^python:3\.13(\.\d+)?-slim-(bookworm|trixie)$")
 APP_UID = "10001"
 
@@ -249,8 +249,8 @@ def test_worker_image_installs_the_worker_requirements() -> None:
 
 
 def test_each_image_copies_only_its_own_code() -> None:
-    assert copy_sources(final_stage(API_DOCKERFILE)) == {"api", "common"}
-    assert copy_sources(final_stage(WORKER_DOCKERFILE)) == {"worker", "common", "modelctl"}
+    assert copy_sources(final_stage(API_DOCKERFILE)) == {"api", "common", "queueing"}
+    assert copy_sources(final_stage(WORKER_DOCKERFILE)) == {"worker", "common", "queueing", "modelctl"}
     worker_sources = copy_sources(parse_dockerfile(WORKER_DOCKERFILE))
     assert not any(path == "api" or path.startswith("api/") for path in worker_sources)
     assert not any(path in {".", "./"} for path in worker_sources)
@@ -408,9 +408,11 @@ def import_as_in_image(modules: list[str], requirements: Path, code: set[str]) -
 
 def test_api_code_imports_with_the_api_requirements_only() -> None:
     loaded = import_as_in_image(
-        ["api.main", "api.__main__"], ROOT / "requirements-api.txt", code={"api", "common"}
+        ["api.main", "api.__main__"],
+        ROOT / "requirements-api.txt",
+        code={"api", "common", "queueing"},
     )
-    assert loaded & PROJECT_PACKAGES == {"api", "common"}
+    assert loaded & PROJECT_PACKAGES == {"api", "common", "queueing"}
     assert {"fastapi", "uvicorn", "celery", "prometheus_client"} <= loaded
     assert loaded & {"numpy", "scipy", "sklearn", "xgboost", "skops"} == set()
 
@@ -420,14 +422,15 @@ def test_worker_code_imports_with_the_worker_requirements_only() -> None:
         "worker.__main__",
         "worker.celery_app",
         "worker.tasks",
+        "worker.housekeeping",
         "modelctl.__main__",
         "common.training",
         "common.runtimes",
     ]
     loaded = import_as_in_image(
-        modules, ROOT / "requirements-worker.txt", code={"worker", "common", "modelctl"}
+        modules, ROOT / "requirements-worker.txt", code={"worker", "common", "queueing", "modelctl"}
     )
-    assert loaded & PROJECT_PACKAGES == {"worker", "common", "modelctl"}
+    assert loaded & PROJECT_PACKAGES == {"worker", "common", "queueing", "modelctl"}
     assert {"celery", "prometheus_client"} <= loaded
     assert loaded & {"fastapi", "uvicorn", "starlette"} == set()
 

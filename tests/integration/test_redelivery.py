@@ -9,7 +9,7 @@ import pytest
 
 from api.examples import EXAMPLE_ROW
 from common.db import PredictionLogRepo, create_log_engine
-from common.protocol import PREDICT_TASK
+from queueing.messages import PREDICT_TASK
 from tests.integration.stack import Stack
 from worker.celery_app import create_celery
 

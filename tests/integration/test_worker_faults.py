@@ -20,8 +20,8 @@ from celery.utils import worker_direct
 
 from api.examples import EXAMPLE_ROW
 from common.cache import notify_registry_changed
-from common.celery_config import restore_sweep_seconds
-from common.protocol import PING_TASK
+from queueing.config import restore_sweep_seconds
+from queueing.messages import PING_TASK
 from common.training import TrainedModel
 from dev.services import ManagedProcess, wait_until
 from tests.integration.slow_models import SlowModel, calls

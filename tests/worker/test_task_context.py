@@ -10,7 +10,8 @@ from celery.exceptions import Reject
 
 from common.errors import InvalidInput
 from common.observability import request_id_var
-from worker import tasks
+from worker import limits as tasks
+from worker.base import redelivered_id
 
 
 @pytest.fixture(autouse=True)
@@ -51,4 +52,4 @@ def test_request_id_is_set_inside_and_restored_after() -> None:
 )
 def test_only_redelivered_tasks_are_counted(delivery_info: object, expected: str | None) -> None:
     task = SimpleNamespace(request=SimpleNamespace(id="task-1", delivery_info=delivery_info))
-    assert tasks.redelivered_id(task) == expected
+    assert redelivered_id(task) == expected

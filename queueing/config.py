@@ -1,8 +1,8 @@
 """Celery configuration as plain data, shared by the worker and the API's producer.
 
-Kept free of Celery imports so `common/` stays framework-neutral; each side builds its
-own `Celery` object from it (the API without a result backend: it awaits results on
-Redis itself, and a producer-side backend would subscribe to every task's channel).
+Each side builds its own `Celery` object from it (the API without a result backend: it
+awaits results on Redis itself, and a producer-side backend would subscribe to every
+task's channel).
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
             "unacked_restore_interval": restore_sweep_seconds(settings),
             "unacked_restore_throttle": 1,
+            # Consume the queues in the order the worker lists them (`worker_queues`):
+            # a waiting synchronous prediction is always taken before the next job chunk.
+            # kombu's default, round robin, alternates between them.
+            "queue_order_strategy": "priority",
         },
         "broker_connection_retry_on_startup": True,
         # A worker never gives up on the broker (Celery's default stops after 100 tries):
@@ -74,30 +78,7 @@ def restore_sweep_seconds(settings: Settings) -> int:
     return max(1, min(10, settings.broker_visibility_timeout_seconds // 10))
 
 
-def use_orjson_codec() -> None:
-    """Kombu's "json" codec, with orjson doing the work: the same JSON on the wire.
-
-    The standard library's encoder was a third of the API's CPU on 1,000-row requests.
-    Values orjson cannot encode, and payloads carrying kombu's type tags, go through
-    kombu's own functions, so nothing Celery sends is encoded or decoded differently."""
-    import orjson
-
-    # kombu (Celery's messaging library, present on both sides) is imported here only,
-    # when a side builds its Celery app, so importing common/ never pulls it in.
-    from kombu.serialization import register
-    from kombu.utils import json as kombu_json
-
-    def dumps(value: Any) -> str:
-        try:
-            return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-        except TypeError:
-            return str(kombu_json.dumps(value))  # type: ignore[no-untyped-call]
-
-    def loads(data: bytes | str | memoryview) -> Any:
-        raw = bytes(data) if isinstance(data, memoryview) else data
-        tagged = b'"__type__"' in raw if isinstance(raw, bytes) else '"__type__"' in raw
-        return kombu_json.loads(raw) if tagged else orjson.loads(raw)  # type: ignore[no-untyped-call]
-
-    register(  # type: ignore[no-untyped-call]
-        "json", dumps, loads, content_type="application/json", content_encoding="utf-8"
-    )
+def worker_queues(settings: Settings) -> list[str]:
+    """The queues a worker consumes, most urgent first (see `queue_order_strategy`):
+    synchronous predictions, then job work, then callbacks."""
+    return [settings.task_queue, settings.effective_job_queue, settings.effective_callback_queue]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.celery_config import celery_config
 from common.settings import Settings
+from queueing.config import celery_config
 
 
 def test_late_acks_survive_crashes_and_connection_loss() -> None:
@@ -38,4 +38,5 @@ def test_unacked_messages_are_swept_every_tenth_of_the_visibility_timeout(
         "visibility_timeout": visibility,
         "unacked_restore_interval": sweep,
         "unacked_restore_throttle": 1,
+        "queue_order_strategy": "priority",
     }

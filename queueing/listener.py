@@ -1,4 +1,4 @@
-"""One shared Redis subscription per API process.
+"""One shared Redis subscription per front-end process.
 
 Results: every task id this process creates starts with its own prefix, so a single
 pattern subscription receives exactly its results, with no subscribe per request.
@@ -13,13 +13,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from common import errors
 from common.observability import IdSource
-from common.protocol import RESULT_KEY_PREFIX
+from queueing.results import RESULT_KEY_PREFIX, TaskResult, decode, result_key
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +29,7 @@ class ResultListener:
         self._ids = IdSource()
         self.extra_channels: dict[str, Callable[[], None]] = {}
         self._pattern = f"{RESULT_KEY_PREFIX}{self.prefix}*"
-        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[str, asyncio.Future[TaskResult]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -57,9 +55,9 @@ class ResultListener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def expect(self, task_id: str) -> asyncio.Future[dict[str, Any]]:
+    def expect(self, task_id: str) -> asyncio.Future[TaskResult]:
         """Register before sending the task, so an early result is never missed."""
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
         self._waiting[task_id] = future
         return future
 
@@ -67,26 +65,32 @@ class ResultListener:
         self._waiting.pop(task_id, None)
 
     async def wait(
-        self, task_id: str, future: asyncio.Future[dict[str, Any]], timeout: float
+        self, task_id: str, future: asyncio.Future[TaskResult], timeout: float
     ) -> dict[str, Any]:
+        """The task's JSON result, or the domain error it raised; TimeoutError."""
+        return (await self.wait_final(task_id, future, timeout)).value()
+
+    async def wait_final(
+        self, task_id: str, future: asyncio.Future[TaskResult], timeout: float
+    ) -> TaskResult:
         try:
-            meta: dict[str, Any] | None = await asyncio.wait_for(future, timeout)
+            result: TaskResult | None = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             # A message may have been lost on a reconnect: the stored result is the truth.
-            meta = await self._stored(task_id)
-            if meta is None:
+            result = await self._stored(task_id)
+            if result is None:
                 raise
         finally:
             self.forget(task_id)
-        assert meta is not None
-        return unwrap(meta)
+        assert result is not None
+        return result
 
-    async def _stored(self, task_id: str) -> dict[str, Any] | None:
+    async def _stored(self, task_id: str) -> TaskResult | None:
         try:
-            raw = await self.client.get(RESULT_KEY_PREFIX + task_id)
+            raw = await self.client.get(result_key(task_id))
         except RedisError:
             return None
-        return _final(raw)  # type: ignore[arg-type]
+        return decode(raw)
 
     async def _run(self) -> None:
         while True:
@@ -98,7 +102,7 @@ class ResultListener:
                 self._ready.set()
                 await self._recover_missed()
                 async for message in pubsub.listen():
-                    self._dispatch(message)
+                    self._dispatch_safely(message)
             except asyncio.CancelledError:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
                 raise
@@ -106,6 +110,16 @@ class ResultListener:
                 log.warning("result subscription lost (%s); reconnecting", exc)
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await asyncio.sleep(0.5)
+
+    def _dispatch_safely(self, message: dict[str, Any]) -> None:
+        """One message that cannot be handled is logged and skipped: it must never end
+        the subscription, or every waiting request would sit out its deadline."""
+        try:
+            self._dispatch(message)
+        except Exception:
+            log.exception(
+                "ignored a message on %r that could not be handled", message.get("channel")
+            )
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode()
@@ -116,33 +130,14 @@ class ResultListener:
             return
         future = self._waiting.get(channel.removeprefix(RESULT_KEY_PREFIX))
         if future is not None and not future.done():
-            meta = _final(message["data"])
-            if meta is not None:
-                future.set_result(meta)
+            result = decode(message["data"])
+            if result is not None:
+                future.set_result(result)
 
     async def _recover_missed(self) -> None:
         for task_id, future in list(self._waiting.items()):
-            meta = await self._stored(task_id)
-            if meta is not None and not future.done():
-                future.set_result(meta)
+            result = await self._stored(task_id)
+            if result is not None and not future.done():
+                future.set_result(result)
         for callback in self.extra_channels.values():
             callback()  # notifications may have been missed while disconnected
-
-
-def _final(raw: bytes | None) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    meta: dict[str, Any] = orjson.loads(raw)
-    return meta if meta.get("status") in {"SUCCESS", "FAILURE", "REVOKED"} else None
-
-
-def unwrap(meta: dict[str, Any]) -> dict[str, Any]:
-    """A task's JSON result, or the domain error it raised; never a Celery state."""
-    if meta["status"] == "SUCCESS":
-        return meta["result"]  # type: ignore[no-any-return]
-    result = meta.get("result") or {}
-    if meta["status"] == "FAILURE" and isinstance(result, dict) and "exc_type" in result:
-        raise errors.from_task_failure(
-            result["exc_type"], result.get("exc_message"), result.get("exc_module")
-        )
-    raise errors.PredictionFailed("the prediction task was cancelled or lost")

@@ -1,0 +1,81 @@
+"""The HTTP front end's body shapes, parsed into the services' typed requests."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from common.callbacks import check_callback_url
+from common.errors import InvalidInput
+from common.services.requests import Idempotency, JobRequest, PredictRequest
+from common.settings import Settings
+
+JOB_FIELDS = frozenset({"input_data", "input_object", "model_type", "version", "callback_url"})
+
+
+def predict_request(
+    payload: Any, owner: str, model_type: str | None, version: str | None
+) -> PredictRequest:
+    if not isinstance(payload, dict) or "input_data" not in payload:
+        raise InvalidInput('the body must be a JSON object with an "input_data" field')
+    if extra := sorted(set(payload) - {"input_data"}):
+        raise InvalidInput(f"unknown fields in the body: {extra}")
+    return PredictRequest(owner, model_type, version, payload["input_data"])
+
+
+def job_request(
+    payload: Any,
+    owner: str,
+    model_type: str | None,
+    version: str | None,
+    settings: Settings,
+    idempotency_key: str | None = None,
+) -> JobRequest:
+    """A job from `POST /jobs` (model in the body) or `Prefer: respond-async` (in the path)."""
+    if not isinstance(payload, dict):
+        raise InvalidInput("the body must be a JSON object")
+    if unknown := sorted(set(payload) - JOB_FIELDS):
+        raise InvalidInput(f"unknown fields in the body: {unknown}")
+    if ("input_data" in payload) == ("input_object" in payload):
+        raise InvalidInput(
+            'send either "input_data" (rows) or "input_object" (the key of a CSV '
+            "object in the model store)"
+        )
+    for field in ("model_type", "version"):
+        if not isinstance(payload.get(field, ""), str):
+            raise InvalidInput(f"{field} must be a string")
+    input_object = payload.get("input_object")
+    if input_object is not None and not isinstance(input_object, str):
+        raise InvalidInput("input_object must be the key of a CSV object in the store")
+    return JobRequest(
+        owner=owner,
+        model_type=model_type or payload.get("model_type"),
+        version=version or payload.get("version"),
+        input_data=payload.get("input_data"),
+        input_object=input_object,
+        callback_url=_callback_url(payload, settings),
+        idempotency=_idempotency(idempotency_key, [model_type, version, payload]),
+    )
+
+
+def _callback_url(payload: dict[str, Any], settings: Settings) -> str | None:
+    if "callback_url" not in payload:
+        return None
+    if settings.callback_secret is None:
+        raise InvalidInput(
+            "this server signs no callbacks (SERVING_CALLBACK_SECRET is not set); "
+            "poll the job instead"
+        )
+    return check_callback_url(payload["callback_url"])
+
+
+def _idempotency(key: str | None, body: list[Any]) -> Idempotency | None:
+    if not key:
+        return None
+    try:
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # orjson writes 254 levels and reads 1,024
+        raise InvalidInput("the body nests too deeply: rows are flat objects") from None
+    return Idempotency(key, hashlib.sha256(canonical).hexdigest())

@@ -1,0 +1,210 @@
+"""A job's work, for the workers: read its input object, predict its chunks, write its
+results object, and end it. Any failure ends the job `failed`, with an error that names
+what went wrong; a job never waits on work that will not come (the sweeper ends one that
+stalls anyway)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+from common import metrics, results_csv
+from common.errors import ServingError, StoreUnavailable
+from common.job_objects import parse_csv
+from common.jobs import Job, JobState, JobStore
+from common.log_rows import log_row, worker_name
+from common.registry import Registry
+from common.services.inference import Guard, LogSink, Models, as_serving_error, run_model
+from common.settings import Settings
+from common.store import ObjectMissing
+
+log = logging.getLogger(__name__)
+RESULTS_PAGE_ROWS = 5000
+
+
+class JobQueue(Protocol):
+    """How the runner queues a job's next steps (the worker's Celery glue)."""
+
+    def send_chunk(
+        self, job: Job, index: int, rows: list[list[Any]] | None, source: dict[str, Any] | None
+    ) -> None: ...
+    def send_finalize(self, job_id: str) -> None: ...
+    def send_callback(self, job_id: str) -> None: ...
+
+
+class JobRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: JobStore,
+        models: Models,
+        registry: Registry,
+        log_sink: LogSink,
+        queue: JobQueue,
+        guard: Guard = contextlib.nullcontext,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.models = models
+        self.registry = registry
+        self.log = log_sink
+        self.queue = queue
+        self.guard = guard  # turns the worker's time limits into domain errors
+
+    def _live(self, job_id: str) -> Job | None:
+        job = self.jobs.get(job_id)
+        return None if job is None or job.ended else job
+
+    def run_chunk(
+        self,
+        job_id: str,
+        index: int,
+        artifact: Any,
+        rows: list[list[Any]] | None,
+        source: dict[str, Any] | None,
+    ) -> str:
+        """Predict one chunk and record it once; what the record said."""
+        if self._live(job_id) is None:
+            return "ignored"  # expired, cancelled or failed: no work to do
+        self.jobs.move(job_id, JobState.RUNNING, time.time())
+        try:
+            with self.guard():
+                chunk_rows = rows if rows is not None else self._read(job_id, source)
+            result = run_model(self.models, artifact, chunk_rows, self.guard)
+        except RedisError:
+            raise  # the task goes back to the queue (worker.tasks.task_context)
+        except Exception as exc:
+            error = as_serving_error(exc)
+            metrics.TASK_FAILURES.labels(*artifact.labels, error.type).inc()
+            self.fail(job_id, error)
+            return "failed"
+        n_rows = len(result["labels"])
+        outcome = self.jobs.record(job_id, index, result, n_rows, time.time())
+        metrics.TASKS.labels(*artifact.labels, "ok").inc()
+        if outcome == "finished":
+            self._ended(job_id, None)
+        elif outcome == "finalize":
+            self.queue.send_finalize(job_id)
+        return outcome
+
+    def _read(self, job_id: str, source: dict[str, Any] | None) -> list[list[Any]]:
+        raise ServingError(f"job {job_id}: a chunk without rows ({source!r})")
+
+    def prepare(self, job_id: str) -> int:
+        """Read and check a job's input object, size the job and queue its chunks."""
+        job = self._live(job_id)
+        if job is None or job.input_object is None:
+            return 0
+        self.jobs.move(job_id, JobState.RUNNING, time.time())
+        try:
+            with self.guard():
+                rows = self._parse(job)
+        except RedisError:
+            raise
+        except Exception as exc:
+            self.fail(job_id, as_serving_error(exc))
+            return 0
+        size = self.settings.job_chunk_rows
+        chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
+        if not self.jobs.size(job_id, len(rows), len(chunks), size, time.time()):
+            return 0  # cancelled meanwhile
+        fresh = self.jobs.get(job_id) or job
+        for index, chunk in enumerate(chunks):
+            self.queue.send_chunk(fresh, index, chunk, None)
+        return len(chunks)
+
+    def _parse(self, job: Job) -> list[list[Any]]:
+        assert job.input_object is not None
+        meta = self.registry.metadata(job.model_type, job.version)
+        try:
+            data = self.registry.store.get(job.input_object)
+        except ObjectMissing:
+            from common.errors import InvalidInput
+
+            raise InvalidInput(f"no object {job.input_object!r} in the store") from None
+        return parse_csv(data, meta, self.settings.job_max_rows)
+
+    def finalize(self, job_id: str, last_attempt: bool) -> bool:
+        """Write the results object of a job read from an input object, then end it
+        succeeded. Idempotent: a rerun writes the same object again. A store failure
+        is retried (StoreUnavailable) until `last_attempt`, which fails the job."""
+        job = self._live(job_id)
+        if job is None or job.output_object is None:
+            return False
+        try:
+            with self.guard():
+                self._write_results(job)
+        except RedisError:
+            raise
+        except Exception as exc:
+            error = as_serving_error(exc)
+            if isinstance(error, StoreUnavailable) and not last_attempt:
+                raise error from exc
+            self.fail(job_id, error)
+            return False
+        if self.jobs.move(job_id, JobState.SUCCEEDED, time.time()):
+            self._ended(job_id, None)
+            return True
+        return False
+
+    def _write_results(self, job: Job) -> None:
+        assert job.output_object is not None
+        meta = self.registry.metadata(job.model_type, job.version)
+        pages = (
+            (offset, self.jobs.results(job, offset, RESULTS_PAGE_ROWS))
+            for offset in range(0, job.n_rows, RESULTS_PAGE_ROWS)
+        )
+        # Spooled to disk past 8 MiB: a million rows of results never sit in memory.
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as buffer:
+            for piece in results_csv.document(meta, pages):
+                buffer.write(piece.encode())
+            buffer.seek(0)
+            try:
+                self.registry.store.put(job.output_object, buffer.read())
+            except Exception as exc:
+                raise StoreUnavailable(
+                    f"could not write the results object {job.output_object!r} "
+                    f"({type(exc).__name__})"
+                ) from exc
+
+    def fail(self, job_id: str, error: ServingError, stalled_before: float | None = None) -> bool:
+        """End a job failed with `error` (if it has not ended, and with `stalled_before`
+        only if it made no progress since); True if this did."""
+        moved = self.jobs.move(
+            job_id, JobState.FAILED, time.time(), error=error, stalled_before=stalled_before
+        )
+        if not moved:
+            return False
+        self._ended(job_id, error)
+        return True
+
+    def _ended(self, job_id: str, error: ServingError | None) -> None:
+        """The one place a job's end is told: its metric, its log row, its callback."""
+        metrics.JOBS.labels("failed" if error else "succeeded").inc()
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        output = None if error else {"results": f"/jobs/{job_id}/results"}
+        inputs = {"job_id": job_id, "rows": job.n_rows}
+        labels = (job.model_type, job.version)
+        self.log.record(
+            [
+                log_row(
+                    job_id,
+                    labels,
+                    job.n_rows,
+                    inputs,
+                    output,
+                    job.created_at,
+                    error=error,
+                    worker=worker_name(),
+                )
+            ]
+        )
+        if job.callback_url:
+            self.queue.send_callback(job_id)

@@ -1,0 +1,159 @@
+"""Predictions: validate, look up the cache, micro-batch the misses to the workers, log
+the hits. A prediction past its deadline becomes a job (`JobService.defer`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from redis.exceptions import RedisError
+
+from common import metrics
+from common.admission import InFlightLimit
+from common.batching import MicroBatcher, Request
+from common.cache import PredictionCache, prediction_key
+from common.errors import (
+    BackendUnavailable,
+    PredictionDeferred,
+    PredictionTimeout,
+    ServingError,
+    TooManyRequests,
+)
+from common.log_rows import log_row
+from common.observability import new_id, request_id_var
+from common.registry import ModelMetadata
+from common.services.models import ModelService
+from common.services.requests import PredictRequest
+from common.settings import Settings
+
+
+class PredictDispatcher(Protocol):
+    async def predict_batch(self, meta: ModelMetadata, requests: list[Request]) -> dict[str, Any]:
+        """Run one batch of requests for one model version; the rows' results."""
+
+
+class LogWriter(Protocol):
+    def submit(self, entry: dict[str, Any]) -> None: ...
+
+
+# Turns a prediction past its deadline into a job: (owner, meta, details, received_at).
+Defer = Callable[[str, ModelMetadata, dict[str, Any], float], Awaitable[Any]]
+
+
+@dataclass
+class Outcome:
+    """A finished prediction: the model's raw result, ready to render for a caller."""
+
+    request_id: str
+    meta: ModelMetadata
+    result: dict[str, Any]
+    cached: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_type": self.meta.model_type,
+            "version": self.meta.version,
+            "predictions": render_predictions(self.meta, self.result),
+            "cached": self.cached,
+            "request_id": self.request_id,
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+def render_predictions(meta: ModelMetadata, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per row: its label and its probability of each class."""
+    classes = [str(c) for c in meta.classes]
+    return [
+        {"label": label, "probabilities": dict(zip(classes, probs, strict=True))}
+        for label, probs in zip(result["labels"], result["probabilities"], strict=True)
+    ]
+
+
+class PredictionService:
+    def __init__(
+        self,
+        settings: Settings,
+        models: ModelService,
+        cache: PredictionCache,
+        dispatcher: PredictDispatcher,
+        log_writer: LogWriter,
+        defer: Defer,
+    ) -> None:
+        self.settings = settings
+        self.models = models
+        self.cache = cache
+        self.batcher = MicroBatcher(
+            dispatcher.predict_batch,
+            max_rows=settings.batch_max_rows,
+            max_wait=settings.batch_max_wait_ms / 1000,
+            max_in_flight=settings.batch_max_in_flight,
+        )
+        self.log_writer = log_writer
+        self.defer = defer
+        self.admission = InFlightLimit(settings.max_in_flight_predictions)
+
+    async def predict(self, request: PredictRequest) -> Outcome:
+        """A prediction; past the deadline it becomes a job to poll (PredictionDeferred
+        carries the job's status) instead of an error."""
+        received_at = time.time()
+        meta = await self.models.resolve(request.model_type, request.version)
+        rows = self.models.validator(meta).validate(request.input_data)
+        request_id = request_id_var.get() or new_id()
+        labels = (meta.model_type, meta.version)
+        # Encoded once: for the cache key, and as the rows the task carries.
+        encoded = orjson.dumps(rows)
+        key = prediction_key(self.settings.cache_prefix, meta, encoded)
+        cached = await self._cache_get(key)
+        metrics.CACHE_LOOKUPS.labels(*labels, "miss" if cached is None else "hit").inc()
+        if cached is not None:
+            result = orjson.loads(cached)
+            self.log_writer.submit(
+                log_row(request_id, labels, len(rows), rows, result, received_at, cached=True)
+            )
+        else:
+            result = await self._from_workers(
+                request.owner, meta, request_id, rows, encoded, received_at
+            )
+            self.cache.put(key, orjson.dumps(result))
+        metrics.PREDICTIONS.labels(*labels, "ok").inc()
+        metrics.PREDICTION_ROWS.labels(*labels).inc(len(rows))
+        return Outcome(request_id, meta, result, cached=cached is not None)
+
+    async def _from_workers(
+        self,
+        owner: str,
+        meta: ModelMetadata,
+        request_id: str,
+        rows: list[list[Any]],
+        encoded: bytes,
+        received_at: float,
+    ) -> dict[str, Any]:
+        labels = (meta.model_type, meta.version)
+        try:
+            # Only a request that goes to a worker takes a slot: hits cost nothing.
+            with self.admission.slot(), metrics.PREDICTIONS_IN_FLIGHT.track_inprogress():
+                return await self.batcher.predict(meta, request_id, rows, received_at, encoded)
+        except TooManyRequests as exc:
+            metrics.PREDICTIONS.labels(*labels, exc.type).inc()
+            metrics.PREDICTIONS_REJECTED.labels(*labels).inc()
+            raise
+        except PredictionTimeout as exc:
+            metrics.PREDICTIONS.labels(*labels, exc.type).inc()
+            job = await self.defer(owner, meta, exc.details, received_at)
+            raise PredictionDeferred(exc.message, job) from None
+        except ServingError as exc:
+            metrics.PREDICTIONS.labels(*labels, exc.type).inc()
+            raise
+
+    async def _cache_get(self, key: str) -> bytes | None:
+        try:
+            return await self.cache.get(key)
+        except RedisError as exc:
+            raise BackendUnavailable(
+                f"the prediction cache (Redis) is unavailable: {exc}"
+            ) from None

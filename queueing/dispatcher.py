@@ -1,0 +1,177 @@
+"""Publish tasks to the workers by name, each kind to its own queue, and await the
+results of synchronous ones on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import orjson
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from common.errors import BackendUnavailable, PredictionTimeout
+from common.settings import Settings
+from queueing.codec import use_orjson_codec
+from queueing.config import celery_config
+from queueing.listener import ResultListener
+from queueing.messages import (
+    CALLBACK_TASK,
+    FINALIZE_JOB_TASK,
+    PING_TASK,
+    PREPARE_JOB_TASK,
+    Artifact,
+    JobChunk,
+    JobStep,
+    Outgoing,
+    PredictBatch,
+    Segment,
+)
+from queueing.results import TaskResult, keep_key, result_key
+
+
+class BatchRequest(Protocol):
+    """What the dispatcher needs of a request in a micro-batch (common.batching.Request)."""
+
+    request_id: str
+    rows: list[list[Any]]
+    received_at: float
+    rows_json: bytes
+
+
+def create_producer(settings: Settings) -> Celery:
+    """A Celery app that only sends: no result backend, no task code, no ML imports."""
+    use_orjson_codec()
+    app = Celery("serving", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def rows_text(requests: Iterable[BatchRequest]) -> str:
+    """The batch's rows as one JSON text, joined from each request's own encoding."""
+    parts = [(r.rows_json or orjson.dumps(r.rows))[1:-1] for r in requests]
+    return (b"[" + b",".join(part for part in parts if part) + b"]").decode()
+
+
+def predict_batch_message(meta: Any, requests: Sequence[BatchRequest]) -> PredictBatch:
+    segments = tuple(Segment(r.request_id, len(r.rows), r.received_at) for r in requests)
+    return PredictBatch(Artifact.of(meta), rows_text(requests), segments)
+
+
+class TaskPublisher:
+    """Builds each task kind's outgoing message for its queue. Shared by the API's
+    dispatcher and the worker (which queues chunks, final writes and callbacks)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def predict(self, message: PredictBatch, task_id: str) -> Outgoing:
+        options = {"task_id": task_id, "argsrepr": message.summary()}
+        return Outgoing(message.NAME, message.args(), self.settings.task_queue, options)
+
+    def chunk(self, message: JobChunk) -> Outgoing:
+        # Results go into the job's state, not the result backend.
+        options = {"ignore_result": True, "argsrepr": message.summary()}
+        return Outgoing(message.NAME, message.args(), self.settings.effective_job_queue, options)
+
+    def step(self, message: JobStep) -> Outgoing:
+        queue = (
+            self.settings.effective_callback_queue
+            if message.name == CALLBACK_TASK
+            else self.settings.effective_job_queue
+        )
+        options = {"ignore_result": True, "argsrepr": message.summary()}
+        return Outgoing(message.name, message.args(), queue, options)
+
+
+def publish(producer: Celery, outgoing: Outgoing) -> None:
+    """Send one task (blocking: kombu's publish); `sent_at` feeds the queue-wait metric."""
+    producer.send_task(
+        outgoing.name,
+        args=outgoing.args,
+        queue=outgoing.queue,
+        headers={"sent_at": time.time()},
+        **outgoing.options,
+    )
+
+
+class CeleryDispatcher:
+    def __init__(self, producer: Celery, listener: ResultListener, settings: Settings) -> None:
+        self.producer = producer
+        self.listener = listener
+        self.tasks = TaskPublisher(settings)
+        self.timeout = settings.predict_timeout_seconds
+
+    async def _send(self, *outgoing: Outgoing) -> None:
+        def publish_all() -> None:
+            for item in outgoing:
+                publish(self.producer, item)
+
+        try:
+            await asyncio.to_thread(publish_all)
+        except OperationalError as exc:
+            raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None
+
+    async def predict_batch(self, meta: Any, requests: Sequence[BatchRequest]) -> dict[str, Any]:
+        task_id = self.listener.new_task_id()
+        future = self.listener.expect(task_id)
+        try:
+            await self._send(self.tasks.predict(predict_batch_message(meta, requests), task_id))
+        except BackendUnavailable:
+            self.listener.forget(task_id)
+            raise
+        try:
+            return await self.listener.wait(task_id, future, self.timeout)
+        except TimeoutError:
+            raise PredictionTimeout(
+                f"no result within {self.timeout:g} s; the task {task_id} may still finish",
+                {"task_id": task_id},
+            ) from None
+
+    async def send_chunks(self, job_id: str, meta: Any, chunks: list[list[list[Any]]]) -> None:
+        artifact = Artifact.of(meta)
+        await self._send(
+            *(
+                self.tasks.chunk(JobChunk(job_id, i, artifact, rows))
+                for i, rows in enumerate(chunks)
+            )
+        )
+
+    async def send_prepare(self, job_id: str) -> None:
+        await self._send(self.tasks.step(JobStep(PREPARE_JOB_TASK, job_id)))
+
+    async def send_finalize(self, job_id: str) -> None:
+        await self._send(self.tasks.step(JobStep(FINALIZE_JOB_TASK, job_id)))
+
+    async def send_callback(self, job_id: str) -> None:
+        await self._send(self.tasks.step(JobStep(CALLBACK_TASK, job_id)))
+
+    async def result_of(self, task_id: str, timeout: float) -> TaskResult | None:
+        """A task's final result, from its message or its stored record; None in time."""
+        future = self.listener.expect(task_id)
+        try:
+            return await self.listener.wait_final(task_id, future, timeout)
+        except TimeoutError:
+            return None
+
+    async def keep_result(self, task_id: str, seconds: int) -> None:
+        """Keep the task's result `seconds` (Celery keeps it `result_expires`): a marker
+        the result backend honours when it stores the result, and a longer expiry if it
+        is stored already. Set in that order, so either way the result lives on."""
+        client = self.listener.client
+        await client.set(keep_key(task_id), b"1", ex=seconds)
+        await client.expire(result_key(task_id), seconds)
+
+    async def ping(self, timeout: float) -> dict[str, Any]:
+        """A ping task through the prediction queue: what a worker answers, or TimeoutError."""
+        task_id = self.listener.new_task_id()
+        future = self.listener.expect(task_id)
+        ping = Outgoing(PING_TASK, [], self.tasks.settings.task_queue, {"task_id": task_id})
+        try:
+            await self._send(ping)
+        except BackendUnavailable:
+            self.listener.forget(task_id)
+            raise
+        return await self.listener.wait(task_id, future, timeout)
