@@ -53,3 +53,14 @@ class GatedModel:
         while not os.path.exists(self.gate) and time.monotonic() < deadline:
             time.sleep(0.01)
         return np.tile([0.25, 0.75], (len(matrix), 1))
+
+
+class RaisingModel:
+    """Fails every call with an error of the model library's own, whose text must never
+    reach a client (it could hold input values or paths)."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+
+    def predict_proba(self, matrix: Any) -> Any:
+        raise ValueError(f"internal detail {self.secret}")
