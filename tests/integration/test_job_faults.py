@@ -9,6 +9,7 @@ import pickle
 import signal
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,10 @@ def faults(make_stack: Callable[..., Stack]) -> Stack:
     )
 
 
+def seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
 def csv_rows(n: int) -> bytes:
     x, _, names, _ = breast_cancer()
     picked = x[np.arange(n) % len(x)]
@@ -89,10 +94,13 @@ def test_chunks_that_never_run_end_the_job_at_the_stall_limit(faults: Stack) -> 
             job = client.post("/jobs", json={"input_data": [EXAMPLE_ROW] * 2}).json()
             assert broker.delete(faults.settings.effective_job_queue) == 1  # the chunk is gone
             faults.start_worker(f"worker-swept-{faults.name}")
-            done, took = wait_status(client, job["status_url"], STALL + 30)
+            done, _ = wait_status(client, job["status_url"], STALL + 30)
     finally:
         broker.close()
     assert done["status"] == "failed", done
+    lived = seconds_between(done["created_at"], done["finished_at"])
+    # Not before the stall limit; within it plus a sweep, plus the new worker's start.
+    assert STALL <= lived <= STALL + SWEEP + 15, lived
     assert done["error"]["type"] == "job_stalled"
     assert f"no progress for {STALL} s" in done["error"]["message"]
     assert done["error"]["details"]["rows_done"] == 0

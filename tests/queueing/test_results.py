@@ -59,7 +59,9 @@ def test_a_malformed_message_does_not_end_the_listener(redis_url: str) -> None:
             await client.publish(result_key(first), b"\x00 not json at all")
             await client.publish(result_key(first), b'{"status": "SUCCESS", "result": {"n": 1}}')
             await client.publish(result_key(second), b'{"status": "SUCCESS", "result": {"n": 2}}')
-            results = [await listener.wait(t, f, 5) for t, f in zip((first, second), waiting)]
+            results = [
+                await listener.wait(t, f, 5) for t, f in zip((first, second), waiting, strict=True)
+            ]
             return {"results": results, "alive": not listener._task.done()}  # type: ignore[union-attr]
         finally:
             await listener.stop()
