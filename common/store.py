@@ -6,18 +6,27 @@ checked before use, so a crafted model type or version can never reach outside t
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from common.errors import InvalidModelName
 
 if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
     from common.settings import Settings
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_KEY_BYTES = 1024  # S3's own limit: refused here, not by S3 outside the handled path
+# An S3 reader fetches this much per ranged GET when read sequentially: few enough
+# requests for a large CSV, little enough waste when Parquet seeks between column chunks.
+S3_READ_BUFFER_BYTES = 1024 * 1024
+_MAX_GET_BYTES = 8 * 1024 * 1024
+_MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 
 
 class ObjectMissing(KeyError):
@@ -25,6 +34,11 @@ class ObjectMissing(KeyError):
 
 
 def check_key(key: str) -> str:
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidModelName(
+            f"store key of {len(key.encode())} bytes is longer than the limit of "
+            f"{MAX_KEY_BYTES} bytes"
+        )
     parts = key.split("/")
     for part in parts:
         if not _SEGMENT.fullmatch(part) or ".." in part:
@@ -34,6 +48,15 @@ def check_key(key: str) -> str:
 
 class ObjectStore(Protocol):
     def get(self, key: str) -> bytes: ...
+    def size(self, key: str) -> int: ...
+    def open(self, key: str) -> BinaryIO:
+        """A read-only, seekable binary file streaming the object (ObjectMissing if absent)."""
+        ...
+
+    def read_range(self, key: str, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of the object, fewer if it ends sooner."""
+        ...
+
     def put(self, key: str, data: bytes) -> None: ...
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
@@ -59,6 +82,24 @@ class LocalStore:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectMissing(key) from None
+
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectMissing(key)
+        return path.stat().st_size
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectMissing(key) from None
+
+    def read_range(self, key: str, start: int, stop: int) -> bytes:
+        _check_range(start, stop)
+        with self.open(key) as handle:
+            handle.seek(start)
+            return handle.read(stop - start)
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -103,13 +144,57 @@ class S3Store:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
 
     def _key(self, key: str) -> str:
-        return self.prefix + check_key(key)
+        full = self.prefix + check_key(key)
+        if len(full.encode()) > MAX_KEY_BYTES:
+            raise InvalidModelName(
+                f"store key with its prefix is longer than {MAX_KEY_BYTES} bytes"
+            )
+        return full
 
     def get(self, key: str) -> bytes:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except self.client.exceptions.NoSuchKey:
             raise ObjectMissing(key) from None
+        return bytes(response["Body"].read())
+
+    def size(self, key: str) -> int:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING_CODES:
+                raise ObjectMissing(key) from None
+            raise
+        return int(head["ContentLength"])
+
+    def open(self, key: str) -> BinaryIO:
+        # Seekable (Parquet reads its footer first), and each read a ranged GET, so
+        # no more than a buffer of the object is ever held.
+        raw = _S3RangeReader(self, key, self.size(key))
+        return io.BufferedReader(raw, buffer_size=S3_READ_BUFFER_BYTES)
+
+    def read_range(self, key: str, start: int, stop: int) -> bytes:
+        from botocore.exceptions import ClientError
+
+        _check_range(start, stop)
+        if stop == start:
+            return b""
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{stop - 1}"
+            )
+        except self.client.exceptions.NoSuchKey:
+            raise ObjectMissing(key) from None
+        except ClientError as exc:
+            if _error_code(exc) == "InvalidRange":  # start is at or past the end
+                return b""
+            raise
+        if response["ResponseMetadata"]["HTTPStatusCode"] != 206:
+            # A server that ignores Range sends the whole object: never read it.
+            response["Body"].close()
+            raise OSError(f"the store ignored the byte range asked for {key!r}")
         return bytes(response["Body"].read())
 
     def put(self, key: str, data: bytes) -> None:
@@ -124,7 +209,7 @@ class S3Store:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            if _error_code(exc) in _MISSING_CODES:
                 return False
             raise
         return True
@@ -149,6 +234,49 @@ class S3Store:
                 ExpiresIn=min(seconds, 7 * 24 * 3600),
             )
         )
+
+
+class _S3RangeReader(io.RawIOBase):
+    """A read-only, seekable view of one S3 object whose every read is a ranged GET."""
+
+    def __init__(self, store: S3Store, key: str, size: int) -> None:
+        super().__init__()
+        self._store, self._key, self._size, self._pos = store, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), self._size - self._pos, _MAX_GET_BYTES)
+        if count <= 0:
+            return 0
+        data = self._store.read_range(self._key, self._pos, self._pos + count)
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def _check_range(start: int, stop: int) -> None:
+    if not 0 <= start <= stop:
+        raise ValueError(f"invalid byte range [{start}, {stop})")
+
+
+def _error_code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def s3_client(settings: Settings) -> Any:

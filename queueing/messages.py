@@ -130,7 +130,10 @@ class JobChunk:
     def n_rows(self) -> int:
         if self.rows is not None:
             return len(self.rows)
-        return int((self.source or {}).get("n_rows", 0))
+        source = self.source or {}
+        if "n_rows" in source:
+            return int(source["n_rows"])
+        return int(source.get("stop", 0)) - int(source.get("start", 0))
 
     def summary(self) -> str:
         a = self.artifact

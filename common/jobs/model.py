@@ -79,6 +79,9 @@ class Job:
     # and where its rows start in that task's batch.
     task_id: str | None = None
     task_offset: int = 0
+    # Where each chunk's rows start, when chunks differ in size (an input object's slices
+    # are cut short past a byte limit); None when every chunk but the last is full.
+    chunk_starts: tuple[int, ...] | None = None
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Job:
@@ -105,6 +108,7 @@ class Job:
             output_object=f.get("output_object") or None,
             task_id=f.get("task_id") or None,
             task_offset=int(f.get("task_offset", 0)),
+            chunk_starts=tuple(orjson.loads(f["chunk_starts"])) if f.get("chunk_starts") else None,
         )
 
     @property

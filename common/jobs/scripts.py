@@ -53,13 +53,15 @@ return complete(ARGV[3])
 """
 )
 
-# KEYS: job hash, active index. ARGV: n_rows, n_chunks, chunk_rows, now.
-# Sizes a job whose rows a worker read from its input object; 0 if it has ended.
+# KEYS: job hash, active index. ARGV: n_rows, n_chunks, chunk_rows, now, chunk starts
+# (JSON, '' when uniform). Sizes a job whose rows a worker read from its input object;
+# 0 if it has ended.
 SIZE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], 'n_rows', ARGV[1], 'n_chunks', ARGV[2], 'chunk_rows', ARGV[3],
   'updated_at', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'chunk_starts', ARGV[5]) end
 redis.call('ZADD', KEYS[2], ARGV[4], redis.call('HGET', KEYS[1], 'job_id'))
 return 1
 """

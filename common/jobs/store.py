@@ -7,6 +7,8 @@ write: a job moves only by a worker, a cancel, a submission, or the sweeper.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,9 +60,13 @@ class JobOps:
         args = [target.value, now, error_json, stale, *sources_of(target)]
         return scripts.TRANSITION, [self.job_key(job_id), self.active_key], args
 
-    def size(self, job_id: str, n_rows: int, n_chunks: int, chunk_rows: int, now: float) -> Command:
+    def size(self, job_id: str, chunk_sizes: Sequence[int], chunk_rows: int, now: float) -> Command:
+        """`chunk_sizes`: each chunk's row count, in order."""
         keys = [self.job_key(job_id), self.active_key]
-        return scripts.SIZE, keys, [n_rows, n_chunks, chunk_rows, now]
+        starts = list(itertools.accumulate(chunk_sizes, initial=0))[:-1]
+        uniform = all(n == chunk_rows for n in chunk_sizes[:-1])
+        encoded = "" if uniform else orjson.dumps(starts).decode()
+        return scripts.SIZE, keys, [sum(chunk_sizes), len(chunk_sizes), chunk_rows, now, encoded]
 
     def stalled(self, stalled_before: float, limit: int = 100) -> Command:
         return scripts.STALLED, [self.active_key], [stalled_before, self.prefix + "job:", limit]
@@ -71,10 +77,17 @@ class JobOps:
         end = min(offset + limit, job.n_rows)
         if end <= offset:
             return [], 0, 0
-        size = job.chunk_rows
-        first, last = offset // size, (end - 1) // size
+        starts = job.chunk_starts
+        if starts is None:
+            size = job.chunk_rows
+            first, last = offset // size, (end - 1) // size
+            first_start = first * size
+        else:
+            first = bisect.bisect_right(starts, offset) - 1
+            last = bisect.bisect_right(starts, end - 1) - 1
+            first_start = starts[first]
         keys = [self.chunk_key(job.job_id, i) for i in range(first, last + 1)]
-        start = offset - first * size
+        start = offset - first_start
         return keys, start, start + (end - offset)
 
 
@@ -120,8 +133,8 @@ class JobStore:
     def move(self, job_id: str, target: JobState, now: float, **options: Any) -> bool:
         return bool(self._run(self.ops.move(job_id, target, now, **options)))
 
-    def size(self, job_id: str, n_rows: int, n_chunks: int, chunk_rows: int, now: float) -> bool:
-        return bool(self._run(self.ops.size(job_id, n_rows, n_chunks, chunk_rows, now)))
+    def size(self, job_id: str, chunk_sizes: Sequence[int], chunk_rows: int, now: float) -> bool:
+        return bool(self._run(self.ops.size(job_id, chunk_sizes, chunk_rows, now)))
 
     def stalled(self, stalled_before: float) -> list[str]:
         return [decode_outcome(i) for i in self._run(self.ops.stalled(stalled_before))]

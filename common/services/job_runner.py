@@ -14,14 +14,13 @@ from typing import Any, Protocol
 from redis.exceptions import RedisError
 
 from common import metrics, results_csv
-from common.errors import ServingError, StoreUnavailable
-from common.job_objects import parse_csv
+from common.errors import PredictionFailed, ServingError, StoreUnavailable
+from common.job_inputs import InputPlan, plan_input, read_slice, slice_from_json
 from common.jobs import Job, JobState, JobStore
 from common.log_rows import log_row, worker_name
 from common.registry import Registry
 from common.services.inference import Guard, LogSink, Models, as_serving_error, run_model
 from common.settings import Settings
-from common.store import ObjectMissing
 
 log = logging.getLogger(__name__)
 RESULTS_PAGE_ROWS = 5000
@@ -93,41 +92,47 @@ class JobRunner:
         return outcome
 
     def _read(self, job_id: str, source: dict[str, Any] | None) -> list[list[Any]]:
-        raise ServingError(f"job {job_id}: a chunk without rows ({source!r})")
+        """A chunk's rows from its slice of the job's input object."""
+        job = self.jobs.get(job_id)
+        if job is None or job.input_object is None or source is None:
+            raise PredictionFailed(f"job {job_id}: a chunk with neither rows nor a slice")
+        meta = self.registry.metadata(job.model_type, job.version)
+        return read_slice(self.registry.store, job.input_object, meta, slice_from_json(source))
 
     def prepare(self, job_id: str) -> int:
-        """Read and check a job's input object, size the job and queue its chunks."""
+        """Read and check a job's input object as a stream, size the job and queue its
+        chunks, each with its own slice of the object (no rows through the broker)."""
         job = self._live(job_id)
         if job is None or job.input_object is None:
             return 0
         self.jobs.move(job_id, JobState.RUNNING, time.time())
         try:
             with self.guard():
-                rows = self._parse(job)
+                plan = self._plan(job)
         except RedisError:
             raise
         except Exception as exc:
             self.fail(job_id, as_serving_error(exc))
             return 0
-        size = self.settings.job_chunk_rows
-        chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
-        if not self.jobs.size(job_id, len(rows), len(chunks), size, time.time()):
+        sizes = [piece.n_rows for piece in plan.slices]
+        if not self.jobs.size(job_id, sizes, self.settings.job_chunk_rows, time.time()):
             return 0  # cancelled meanwhile
-        fresh = self.jobs.get(job_id) or job
-        for index, chunk in enumerate(chunks):
-            self.queue.send_chunk(fresh, index, chunk, None)
-        return len(chunks)
+        sized = self.jobs.get(job_id) or job
+        for index, piece in enumerate(plan.slices):
+            self.queue.send_chunk(sized, index, None, piece.to_json())
+        return len(sizes)
 
-    def _parse(self, job: Job) -> list[list[Any]]:
+    def _plan(self, job: Job) -> InputPlan:
         assert job.input_object is not None
         meta = self.registry.metadata(job.model_type, job.version)
-        try:
-            data = self.registry.store.get(job.input_object)
-        except ObjectMissing:
-            from common.errors import InvalidInput
-
-            raise InvalidInput(f"no object {job.input_object!r} in the store") from None
-        return parse_csv(data, meta, self.settings.job_max_rows)
+        return plan_input(
+            self.registry.store,
+            job.input_object,
+            meta,
+            max_rows=self.settings.job_max_rows,
+            chunk_rows=self.settings.job_chunk_rows,
+            max_bytes=self.settings.job_max_object_bytes,
+        )
 
     def finalize(self, job_id: str, last_attempt: bool) -> bool:
         """Write the results object of a job read from an input object, then end it

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from common import metrics, results_csv
 from common.errors import BackendUnavailable, JobConflict, JobNotFound
-from common.job_objects import output_key
+from common.job_inputs import output_key
 from common.jobs import AsyncJobStore, Job, JobState, JobStatus, NewJob, chunks_of, job_status
 from common.jobs.deferred import deferred_outcome
 from common.observability import new_id

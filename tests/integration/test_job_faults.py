@@ -156,8 +156,11 @@ def test_a_deferred_prediction_outlives_celerys_result_expiry(
 def test_a_deferred_prediction_whose_api_is_gone_is_settled_by_the_sweeper(
     make_stack: Callable[..., Stack],
 ) -> None:
+    # Long enough for the restarted worker to run the task first: a deferred job whose
+    # task is still queued at the stall limit is ended like any other.
+    stall = 10
     stack = make_stack(
-        "orphan", predict_timeout_seconds=1.0, job_stall_seconds=STALL, job_sweep_seconds=SWEEP
+        "orphan", predict_timeout_seconds=1.0, job_stall_seconds=stall, job_sweep_seconds=SWEEP
     )
     worker = next(p for p in stack.processes if p.name.startswith("worker"))
     worker.stop()
@@ -178,6 +181,7 @@ def test_a_deferred_prediction_whose_api_is_gone_is_settled_by_the_sweeper(
                 pass
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        done, _ = wait_status(client, job["status_url"], STALL + 30)
+        done, _ = wait_status(client, job["status_url"], stall + 30)
     assert done["status"] == "succeeded", done
     assert len(done["result"]["predictions"]) == 1
+    assert seconds_between(done["created_at"], done["finished_at"]) >= stall  # the sweeper

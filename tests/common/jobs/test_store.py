@@ -68,7 +68,7 @@ def test_an_object_job_waits_for_its_results_object_even_when_redelivered(
         new_job(n_rows=0, n_chunks=0, input_object="a.csv", output_object="a.predictions.csv"),
     )
     assert store.record("j1", 0, result(3), 3, 1001.0) == "counted"  # not sized yet
-    assert store.size("j1", 3, 1, 5, 1002.0)
+    assert store.size("j1", [3], 5, 1002.0)
 
     # The chunk recorded before sizing counts once sizing is known, on its redelivery.
     assert store.record("j1", 0, result(3), 3, 1003.0) == "finalize"
@@ -139,3 +139,18 @@ def test_an_idempotency_key_binds_once(redis_url: str, prefix: str) -> None:
         return first, second, bound
 
     assert asyncio.run(run()) == (True, False, ("j1", "digest"))
+
+
+def test_chunks_of_unequal_sizes_page_by_their_starts(
+    store: JobStore, redis_url: str, prefix: str
+) -> None:
+    create(redis_url, prefix, new_job(n_rows=0, n_chunks=0, input_object="a.csv"))
+    assert store.size("j1", [5, 3, 4], 5, 1001.0)  # the second slice was cut short
+    for index, (n, base) in enumerate([(5, 0), (3, 5), (4, 8)]):
+        store.record("j1", index, result(n, base), n, 1002.0)
+    job = store.get("j1")
+    assert job is not None and job.chunk_starts == (0, 5, 8) and job.n_rows == 12
+
+    assert store.results(job, 4, 6)["labels"] == [f"l{i}" for i in range(4, 10)]
+    assert store.results(job, 8, 100)["labels"] == [f"l{i}" for i in range(8, 12)]
+    assert store.results(job, 0, 12)["labels"] == [f"l{i}" for i in range(12)]
