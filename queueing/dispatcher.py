@@ -151,6 +151,11 @@ class CeleryDispatcher:
     async def result_of(self, task_id: str, timeout: float) -> TaskResult | None:
         """A task's final result, from its message or its stored record; None in time."""
         future = self.listener.expect(task_id)
+        # Stored before we listened (the usual case: the deadline passed, then it came)?
+        stored = await self.listener.stored(task_id)
+        if stored is not None:
+            self.listener.forget(task_id)
+            return stored
         try:
             return await self.listener.wait_final(task_id, future, timeout)
         except TimeoutError:

@@ -77,7 +77,7 @@ class ResultListener:
             result: TaskResult | None = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             # A message may have been lost on a reconnect: the stored result is the truth.
-            result = await self._stored(task_id)
+            result = await self.stored(task_id)
             if result is None:
                 raise
         finally:
@@ -85,7 +85,8 @@ class ResultListener:
         assert result is not None
         return result
 
-    async def _stored(self, task_id: str) -> TaskResult | None:
+    async def stored(self, task_id: str) -> TaskResult | None:
+        """The task's stored final result, if it has one (None too if Redis is down)."""
         try:
             raw = await self.client.get(result_key(task_id))
         except RedisError:
@@ -136,7 +137,7 @@ class ResultListener:
 
     async def _recover_missed(self) -> None:
         for task_id, future in list(self._waiting.items()):
-            result = await self._stored(task_id)
+            result = await self.stored(task_id)
             if result is not None and not future.done():
                 future.set_result(result)
         for callback in self.extra_channels.values():
