@@ -20,7 +20,13 @@ from api.deps import Services
 from api.middleware import Observability
 from api.routes import health, jobs, logs, metrics, models, predictions
 from common.cache import PredictionCache, registry_channel
-from common.db import BackgroundLogWriter, PredictionLogRepo, create_log_engine, create_tables
+from common.db import (
+    BackgroundLogWriter,
+    LogSpool,
+    PredictionLogRepo,
+    create_log_engine,
+    create_tables,
+)
 from common.errors import BackendUnavailable, ServingError
 from common.jobs import AsyncJobStore
 from common.observability import configure_logging
@@ -68,7 +74,8 @@ def build_services(settings: Settings) -> tuple[Services, ResultListener]:
     engine = create_log_engine(settings.database_url)
     create_tables(engine)
     repo = PredictionLogRepo(engine)
-    writer = BackgroundLogWriter(repo)
+    # Cache hits the database refuses wait in Redis, where the workers drain them.
+    writer = BackgroundLogWriter(repo, LogSpool.from_settings(settings))
     producer = create_producer(settings)
     listener = ResultListener(results)
     dispatcher = CeleryDispatcher(producer, listener, settings)

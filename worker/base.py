@@ -17,9 +17,15 @@ import redis
 from celery import Task
 
 from common.cache import models_epoch_key
-from common.db import PredictionLogRepo, create_log_engine, create_tables
 from common.errors import WorkerCrashed
 from common.jobs import Job, JobStore
+from common.prediction_log import (
+    LogSink,
+    LogSpool,
+    PredictionLogRepo,
+    create_log_engine,
+    create_tables,
+)
 from common.registry import Registry
 from common.services.inference import BatchInference
 from common.services.job_runner import JobRunner
@@ -38,6 +44,7 @@ class Resources:
     pid: int
     models: ModelCache
     log_repo: PredictionLogRepo
+    log: LogSink  # what the database refuses waits in Redis, never fails a prediction
     jobs: JobStore
     inference: BatchInference
     runner: JobRunner
@@ -127,15 +134,16 @@ def build_resources(app: Any, settings: Settings) -> Resources:
     )
     jobs = JobStore(results_redis, settings.cache_prefix, settings.job_ttl_seconds)
     repo = PredictionLogRepo(engine)
+    sink = LogSink(repo, LogSpool(results_redis, settings.cache_prefix))
     guard = lambda: soft_time_limit_as_error(settings)  # noqa: E731
     runner = JobRunner(
         settings,
         jobs,
         models,
         registry,
-        repo,
+        sink,
         CeleryJobQueue(app, settings),
         guard=guard,
     )
-    inference = BatchInference(models, repo, guard)
-    return Resources(os.getpid(), models, repo, jobs, inference, runner)
+    inference = BatchInference(models, sink, guard)
+    return Resources(os.getpid(), models, repo, sink, jobs, inference, runner)

@@ -1,5 +1,7 @@
 """Periodic work every worker runs in its main process, one worker at a time: the job
-sweeper (ends jobs that stalled, settles deferred predictions whose front end is gone).
+sweeper (ends jobs that stalled, settles deferred predictions whose front end is gone),
+draining the prediction log's spool into the database once it takes writes again, and
+deleting log rows past `log_retention_days`.
 
 A thread started once the pool has forked, instead of Celery beat: nothing extra to
 deploy or keep single, since a Redis lock lets only one worker sweep at a time however
@@ -19,11 +21,13 @@ from celery.signals import worker_ready, worker_shutdown
 from common import metrics
 from common.errors import JobStalled
 from common.jobs.deferred import deferred_outcome
+from common.prediction_log import purge_older_than
 from common.settings import Settings
 from queueing.results import decode, result_key
 from worker.base import Resources, build_resources
 
 log = logging.getLogger(__name__)
+RETENTION_EVERY_SECONDS = 3600.0
 
 
 def sweep_jobs(resources: Resources, settings: Settings, now: float) -> int:
@@ -62,6 +66,7 @@ class Housekeeping:
         self._stop = threading.Event()
         self._resources: Resources | None = None
         self._lock_key = f"{settings.cache_prefix}housekeeping-lock"
+        self._purged_at = 0.0
 
     def run(self) -> None:
         while not self._stop.wait(self.settings.job_sweep_seconds):
@@ -78,11 +83,24 @@ class Housekeeping:
         if not client.set(self._lock_key, b"1", nx=True, ex=lease):
             return  # another worker's turn
         try:
-            swept = sweep_jobs(self._resources, self.settings, now)
-            if swept:
-                log.info("sweeper: ended or settled %d stalled jobs", swept)
+            self._round(self._resources, now)
         finally:
             client.delete(self._lock_key)
+
+    def _round(self, resources: Resources, now: float) -> None:
+        swept = sweep_jobs(resources, self.settings, now)
+        if swept:
+            log.info("sweeper: ended or settled %d stalled jobs", swept)
+        drained = resources.log.drain()
+        if drained:
+            log.info("prediction log: %d spooled rows written to the database", drained)
+        resources.log.backlog()  # sets serving_log_backlog_rows
+        days = self.settings.log_retention_days
+        if days and now - self._purged_at >= RETENTION_EVERY_SECONDS:
+            self._purged_at = now
+            purged = purge_older_than(resources.log_repo, days)
+            if purged:
+                log.info("prediction log: %d rows older than %d days deleted", purged, days)
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,84 @@
+"""The prediction log's engine and tables: SQLite by default, any SQLAlchemy URL works."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from common.tables import Base
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# The log's JSON columns hold every input row: orjson encodes them several times faster.
+_JSON = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
+
+# psycopg waits for a connection as long as the OS lets it (minutes, to a host that drops
+# packets); the log's writers spool a refused row instead, so they should learn soon.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+
+
+def create_log_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_SECONDS
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **_JSON)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **_JSON)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # The busy timeout makes concurrent writers in other processes wait instead of
+        # failing with "database is locked"; WAL lets readers and one writer work at once.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
+        _use_wal(cursor)
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+WAL_SWITCH_SECONDS = 30.0
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the file in WAL mode (it stays so: only the first process ever switches it).
+
+    The journal-mode statement can answer "database is locked" at once, without waiting
+    on the busy timeout, while another process holds the lock it needs: seen when a
+    process started just after a writer was killed mid-commit. It is retried."""
+    deadline = time.monotonic() + WAL_SWITCH_SECONDS
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+_DDL_LOCK_KEY = 0x5E2F1A6  # any constant, shared by every process of the project
+
+
+def create_tables(engine: Engine) -> None:
+    # Several processes may start at once against one database. IF NOT EXISTS is enough
+    # for SQLite; PostgreSQL can still race in its catalog, so serialize on a lock there.
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
+        for table in Base.metadata.sorted_tables:
+            conn.execute(CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                conn.execute(CreateIndex(index, if_not_exists=True))

@@ -1,0 +1,67 @@
+"""The prediction log's table access: idempotent inserts by request id, newest rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from common.tables import PredictionLog
+
+
+def _insert_ignoring_duplicates(engine: Engine) -> Any:
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(PredictionLog).on_conflict_do_nothing(index_elements=["request_id"])
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(PredictionLog).on_conflict_do_nothing(
+            index_elements=["request_id"]
+        )
+    return None
+
+
+_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "output": None,
+    "error": None,
+    "worker": None,
+    "cached": False,
+}
+
+
+class PredictionLogRepo:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._upsert = _insert_ignoring_duplicates(engine)
+
+    def record(self, entries: list[dict[str, Any]]) -> None:
+        """Insert entries; one whose request_id is already logged is skipped. Raises what
+        the database raises: LogSink is the writer that never fails for the database."""
+        if not entries:
+            return
+        # A multi-row insert takes its columns from the first entry: give every entry all.
+        entries = [{**_OPTIONAL_DEFAULTS, **entry} for entry in entries]
+        if self._upsert is not None:
+            with self.engine.begin() as conn:
+                conn.execute(self._upsert, entries)
+            return
+        for entry in entries:  # other dialects: one statement each, duplicates skipped
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(PredictionLog), [entry])
+            except IntegrityError:
+                pass
+
+    def newest(self, limit: int) -> list[PredictionLog]:
+        stmt = select(PredictionLog).order_by(PredictionLog.id.desc()).limit(limit)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(stmt).all())
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(PredictionLog)).scalar_one())

@@ -1,0 +1,118 @@
+"""BackgroundLogWriter: the API's log writes (cache hits), batched on a thread."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from common.prediction_log.repo import PredictionLogRepo
+from common.prediction_log.sink import LogSink
+from common.prediction_log.spool import LogSpool
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 5.0
+
+
+class BackgroundLogWriter:
+    """Batches log writes on a thread, so a request never waits for the database.
+
+    With a spool, rows go through a LogSink: those the database refuses wait in Redis.
+    When Redis fails as well, the batch is kept and tried again (with backoff) until
+    close(), which gives up on it with an error naming its request ids. The writer owns
+    the spool's Redis client and closes it in close(). Without a spool (tests, tools),
+    a row the database refuses is logged and dropped."""
+
+    def __init__(
+        self, repo: PredictionLogRepo, spool: LogSpool | None = None, max_batch: int = 500
+    ) -> None:
+        self.repo = repo
+        self.spool = spool
+        self.sink = LogSink(repo, spool) if spool is not None else None
+        self.max_batch = max_batch
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, entry: dict[str, Any]) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put(entry)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything submitted so far is written (or spooled)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+        if self.spool is not None:
+            self.spool.close()
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        target: LogSink | PredictionLogRepo = self.sink or self.repo
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                target.record(batch)
+                return
+            except RedisError as exc:  # the database refused the rows, and the spool too
+                if self._closing.is_set():
+                    self._give_up(batch, exc)
+                    return
+                if delay == RETRY_FIRST_SECONDS:
+                    log.warning("prediction log: database and spool both fail (%s); retrying", exc)
+                self._closing.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+            except Exception:
+                self._write_each(target, batch)
+                return
+
+    @staticmethod
+    def _write_each(target: LogSink | PredictionLogRepo, batch: list[dict[str, Any]]) -> None:
+        # One bad entry must not cost the others: write them one at a time.
+        for entry in batch:
+            try:
+                target.record([entry])
+            except Exception:
+                log.exception("could not write prediction log row %s", entry.get("request_id"))
+
+    @staticmethod
+    def _give_up(batch: list[dict[str, Any]], exc: BaseException) -> None:
+        log.error(
+            "shutting down with %d prediction log rows the database and Redis both refused "
+            "(%s); lost: %s",
+            len(batch),
+            exc,
+            ", ".join(str(entry.get("request_id")) for entry in batch),
+        )
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [] if first is None else [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    first = None
+                    break
+                batch.append(item)
+            self._write(batch)
+            with self._idle:
+                self._pending -= len(batch)
+                self._idle.notify_all()
+            if first is None:
+                return
