@@ -13,7 +13,8 @@ import boto3
 import pytest
 
 from common.errors import InvalidModelName
-from common.store import MAX_KEY_BYTES, LocalStore, ObjectMissing, S3Store, check_key
+from common.s3_store import S3Store
+from common.store import MAX_KEY_BYTES, LocalStore, ObjectMissing, check_key
 
 
 def files_under(path: Path) -> set[str]:
