@@ -21,6 +21,7 @@ from common.errors import InvalidInput
 from common.job_inputs.plan import CsvSlice, InputPlan
 from common.job_inputs.values import Problems, changed, no_rows, record_values, too_many_rows
 from common.registry import ModelMetadata
+from common.schemas import MAX_MAGNITUDE
 
 MAX_LINE_BYTES = 1024 * 1024
 # A slice is also cut at this size, so a chunk task's one ranged read stays bounded
@@ -159,6 +160,43 @@ def read_csv_slice(data: bytes, piece: CsvSlice, meta: ModelMetadata) -> list[li
     """The rows of one slice, given its bytes, in the model's feature order."""
     if len(piece.columns) != len(meta.features):
         raise ValueError("the slice was planned for a model with other features")
+    fast = _parse_fast(data, piece)
+    if fast is not None:
+        return fast
+    return _parse_checked(data, piece, meta)
+
+
+def _parse_fast(data: bytes, piece: CsvSlice) -> list[list[float]] | None:
+    """The slice parsed by pyarrow's C++ reader, when the worker has it: a chunk's own
+    rows were all checked when the job was planned, and this is 10 times faster than the
+    csv module, which kept a pool process busy (and sync predictions waiting behind it)
+    for most of a chunk. None when pyarrow is missing or the bytes read differently than
+    planned: then the checked reader says exactly what is wrong, naming the line."""
+    try:
+        import numpy as np
+        import pyarrow as pa
+        from pyarrow import csv as pa_csv
+    except ImportError:
+        return None
+    names = [f"f{i}" for i in piece.columns]  # pyarrow's own names for unnamed columns
+    options = pa_csv.ReadOptions(autogenerate_column_names=True)
+    convert = pa_csv.ConvertOptions(
+        include_columns=names, column_types=dict.fromkeys(names, pa.float64())
+    )
+    try:
+        table = pa_csv.read_csv(pa.py_buffer(data), read_options=options, convert_options=convert)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+        return None
+    if table.num_rows != piece.n_rows or any(c.null_count for c in table.columns):
+        return None
+    matrix = np.column_stack([c.to_numpy() for c in table.columns])
+    if not np.all(np.abs(matrix) <= MAX_MAGNITUDE):  # NaN fails the comparison too
+        return None
+    rows: list[list[float]] = matrix.tolist()
+    return rows
+
+
+def _parse_checked(data: bytes, piece: CsvSlice, meta: ModelMetadata) -> list[list[float]]:
     lines = _Lines(io.BytesIO(data), offset=piece.start, first_line=piece.first_line)
     rows: list[list[float]] = []
     names, problems = meta.feature_names, Problems("CSV")

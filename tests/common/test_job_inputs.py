@@ -746,17 +746,25 @@ def test_a_million_row_csv_is_planned_and_read_in_bounded_memory(tmp_path: Path)
     assert figures["vm_hwm_mib"] < 400, figures
 
 
-def test_importing_job_inputs_and_reading_a_csv_do_not_import_pyarrow(store: LocalStore) -> None:
+@pytest.mark.parametrize("pyarrow_installed", [True, False])
+def test_a_csv_reads_the_same_with_or_without_pyarrow(
+    store: LocalStore, pyarrow_installed: bool
+) -> None:
+    """pyarrow (the worker's) parses a chunk's slice fast; without it (the API image) the
+    csv module gives the same rows, and planning never needs pyarrow."""
     store.put("jobs/in.csv", numbered_csv(3))
+    block = "" if pyarrow_installed else "sys.modules['pyarrow'] = None"
     program = _META_SOURCE + textwrap.dedent(
         f"""
         import sys
+        {block}
         from common.job_inputs import plan_input, read_slice
         from common.store import LocalStore
         from pathlib import Path
         store = LocalStore(Path({str(store.root)!r}))
         planned = plan_input(store, "jobs/in.csv", META, max_rows=9, chunk_rows=9, max_bytes=999)
-        print(read_slice(store, "jobs/in.csv", META, planned.slices[0]), "pyarrow" in sys.modules)
+        planning = "pyarrow" in sys.modules and sys.modules["pyarrow"] is not None
+        print(read_slice(store, "jobs/in.csv", META, planned.slices[0]), planning)
         """
     )
 
@@ -765,6 +773,37 @@ def test_importing_job_inputs_and_reading_a_csv_do_not_import_pyarrow(store: Loc
     )
 
     assert done.stdout.strip() == "[[0.0, 0.0, 0.0], [1.0, 10.0, -1.0], [2.0, 20.0, -2.0]] False"
+
+
+def test_the_fast_and_the_checked_csv_readers_agree() -> None:
+    from common.job_inputs.csv_input import _parse_checked, _parse_fast
+
+    meta = make_meta(["alpha", "beta", "gamma"])
+    data = b'7,"1.5",x,-2e-3,0\n8,1e30,y,3,"-0.25"\n9,12,z,4.75,5\n'
+    piece = CsvSlice(start=0, stop=len(data), first_line=2, n_rows=3, columns=(1, 3, 4))
+
+    fast = _parse_fast(data, piece)
+
+    assert fast is not None
+    assert (
+        fast
+        == _parse_checked(data, piece, meta)
+        == [
+            [1.5, -0.002, 0.0],
+            [1e30, 3.0, -0.25],
+            [12.0, 4.75, 5.0],
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "data", [b"1,2,3\n4,,6\n", b"1,2,3\n4,nan,6\n", b"1,2,3\n4,1e39,6\n", b"1,2,3\n"]
+)
+def test_the_fast_reader_leaves_anything_unplanned_to_the_checked_one(data: bytes) -> None:
+    from common.job_inputs.csv_input import _parse_fast
+
+    piece = CsvSlice(start=0, stop=len(data), first_line=2, n_rows=2, columns=(0, 1, 2))
+    assert _parse_fast(data, piece) is None
 
 
 _META_SOURCE = """
