@@ -27,10 +27,13 @@ bench: $(STAMP)
 	$(PY) -m bench.sync_predict
 
 # Not in CI: ten minutes of mixed load, exit status 1 on a 5xx, a lost job or a leak.
+# CHAOS=1 adds faults: pool processes killed, chunks failing, the log read-only a while.
 SOAK_SECONDS ?= 600
 SOAK_CONCURRENCY ?= 32
+CHAOS ?=
 soak: $(STAMP)
-	$(PY) -m bench.mixed_soak --seconds $(SOAK_SECONDS) --concurrency $(SOAK_CONCURRENCY)
+	$(PY) -m bench.mixed_soak --seconds $(SOAK_SECONDS) --concurrency $(SOAK_CONCURRENCY) \
+		$(if $(filter 1 yes true,$(CHAOS)),--chaos)
 
 clean:
 	rm -rf $(VENV) .dev .pytest_cache

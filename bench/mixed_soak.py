@@ -32,6 +32,7 @@ import httpx
 import orjson
 import redis
 
+from bench import chaos as chaos_mode
 from bench.loadgen import BodyTemplate, percentile
 from bench.procs import alive, rss_bytes
 from bench.stack import (
@@ -125,6 +126,8 @@ class Load:
     jobs: dict[str, int] = field(default_factory=dict)  # accepted job id -> rows
     ended: Counter[str] = field(default_factory=Counter)  # job status at the end of polling
     bad_turn: Iterator[int] = field(default_factory=itertools.count)
+    answered: list[str] = field(default_factory=list)  # request and job ids answered
+    chaos: chaos_mode.Chaos | None = None
 
     async def send(
         self,
@@ -167,11 +170,15 @@ class Load:
 
 async def miss(load: Load) -> None:
     body = load.miss.render(next(load.ids))
-    load.expect("miss", await load.send("miss", "POST", "/predict", body), 200)
+    response = await load.send("miss", "POST", "/predict", body)
+    if load.expect("miss", response, 200) and response is not None:
+        load.answered.append(response.json()["request_id"])
 
 
 async def hit(load: Load) -> None:
-    load.expect("hit", await load.send("hit", "POST", "/predict", load.miss.render()), 200)
+    response = await load.send("hit", "POST", "/predict", load.miss.render())
+    if load.expect("hit", response, 200) and response is not None:
+        load.answered.append(response.json()["request_id"])
 
 
 async def job(load: Load) -> None:
@@ -180,6 +187,7 @@ async def job(load: Load) -> None:
         return
     job_id = response.json()["job_id"]
     load.jobs[job_id] = JOB_ROWS
+    load.answered.append(job_id)  # a job is one log row
     deadline = load.until + DRAIN_SECONDS
     while time.monotonic() < deadline:
         await asyncio.sleep(POLL_SECONDS)
@@ -280,9 +288,17 @@ async def run_load(
         )
         samples: list[Sample] = []
         sampler = asyncio.create_task(sample_memory(load, context, samples))
-        await asyncio.gather(*(connection(load, i) for i in range(concurrency)))
+        tasks = [connection(load, i) for i in range(concurrency)]
+        if context.options.chaos:
+            load.chaos = chaos_mode.Chaos(
+                context.tmp, context.servers.pids["worker"], context.servers.redis_url
+            )
+            tasks.append(chaos_mode.run_chaos(load.chaos, load))
+        await asyncio.gather(*tasks)
         await sampler
         await check_jobs(load)
+        if load.chaos is not None:
+            load.failures.update(await chaos_mode.chaos_verdict(load.chaos, load))
     return load, samples
 
 
@@ -385,6 +401,8 @@ def report(
         )
     )
     print(f"\nJobs accepted: {len(load.jobs):,}; ended: {dict(load.ended)}.")
+    if load.chaos is not None:
+        print(chaos_mode.summary(load.chaos))
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -416,6 +434,8 @@ def run_mixed_soak(context: RunContext) -> int:
     template = BodyTemplate.from_row(demo_rows()[0], PERTURBED_FEATURE)
     check_api_cache(api, template)  # the hits repeat this body
     ids = itertools.count(1)  # id 0 would be the unperturbed row: the hits' body
+    if context.options.chaos:
+        chaos_mode.publish_failing_model(context.tmp, chaos_mode.demo_metadata(context.tmp))
     print("  warming the worker pool (each process loads the model on its first task)")
     warm_stack(context.servers, template, ids)
     generator = context.layout.generator
@@ -446,7 +466,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="servers on core 0, load on core 1 (default: on with 2+ cores)",
     )
+    parser.add_argument(
+        "--chaos",
+        action="store_true",
+        help="kill pool processes, fail chunks and make the log read-only while it runs",
+    )
     options = parser.parse_args(argv)
+    options.settings = chaos_mode.SETTINGS if options.chaos else {}
     if options.seconds < 3 * SAMPLE_SECONDS or options.concurrency < 1:
         parser.error(f"--seconds must be >= {3 * SAMPLE_SECONDS:g}, --concurrency >= 1")
     return run_with_stack(options, SERVICES, "python", run_mixed_soak)
