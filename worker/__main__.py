@@ -17,9 +17,10 @@ def main(argv: list[str]) -> None:
     from worker.celery_app import create_worker_app
 
     app = create_worker_app(settings)
-    # Most urgent first: the queues are consumed in this order (queueing.config).
-    queues = ",".join(worker_queues(settings))
-    app.worker_main(["worker", "--loglevel", settings.log_level, "-Q", queues, *argv])
+    # Most urgent first: the queues are consumed in this order (queueing.config). A
+    # worker started with its own -Q (only the prediction queue, say) keeps that.
+    queues = [] if {"-Q", "--queues"} & set(argv) else ["-Q", ",".join(worker_queues(settings))]
+    app.worker_main(["worker", "--loglevel", settings.log_level, *queues, *argv])
 
 
 if __name__ == "__main__":
