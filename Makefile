@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements*.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench soak venv lint clean
+.PHONY: run test bench soak isolation venv lint clean
 
 $(STAMP): requirements.txt requirements-api.txt requirements-worker.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
@@ -34,6 +34,10 @@ CHAOS ?=
 soak: $(STAMP)
 	$(PY) -m bench.mixed_soak --seconds $(SOAK_SECONDS) --concurrency $(SOAK_CONCURRENCY) \
 		$(if $(filter 1 yes true,$(CHAOS)),--chaos)
+
+# Not in CI: do sync predictions wait behind a 1,000,000-row job? Prints the figures.
+isolation: $(STAMP)
+	$(PY) -m bench.isolation
 
 clean:
 	rm -rf $(VENV) .dev .pytest_cache
