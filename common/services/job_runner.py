@@ -68,12 +68,14 @@ class JobRunner:
         source: dict[str, Any] | None,
     ) -> str:
         """Predict one chunk and record it once; what the record said."""
-        if self._live(job_id) is None:
+        job = self._live(job_id)
+        if job is None:
             return "ignored"  # expired, cancelled or failed: no work to do
-        self.jobs.move(job_id, JobState.RUNNING, time.time())
+        if job.state is JobState.QUEUED:
+            self.jobs.move(job_id, JobState.RUNNING, time.time())
         try:
             with self.guard():
-                chunk_rows = rows if rows is not None else self._read(job_id, source)
+                chunk_rows = rows if rows is not None else self._read(job, artifact, source)
             result = run_model(self.models, artifact, chunk_rows, self.guard)
         except RedisError:
             raise  # the task goes back to the queue (worker.tasks.task_context)
@@ -91,12 +93,12 @@ class JobRunner:
             self.queue.send_finalize(job_id)
         return outcome
 
-    def _read(self, job_id: str, source: dict[str, Any] | None) -> list[list[Any]]:
-        """A chunk's rows from its slice of the job's input object."""
-        job = self.jobs.get(job_id)
-        if job is None or job.input_object is None or source is None:
-            raise PredictionFailed(f"job {job_id}: a chunk with neither rows nor a slice")
-        meta = self.registry.metadata(job.model_type, job.version)
+    def _read(self, job: Job, artifact: Any, source: dict[str, Any] | None) -> list[list[Any]]:
+        """A chunk's rows from its slice of the job's input object (the loaded model's
+        metadata: no store read per chunk)."""
+        if job.input_object is None or source is None:
+            raise PredictionFailed(f"job {job.job_id}: a chunk with neither rows nor a slice")
+        meta = self.models.get(artifact.model_type, artifact.version, artifact.sha256).meta
         return read_slice(self.registry.store, job.input_object, meta, slice_from_json(source))
 
     def prepare(self, job_id: str) -> int:

@@ -1,0 +1,212 @@
+"""JobRunner on a real Redis and a real local store; the model and the task queue are
+stand-ins (the unit is the runner's lifecycle: every failure ends the job, every end is
+told once)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from common.errors import StoreUnavailable
+from common.jobs import AsyncJobStore, JobState, JobStore, NewJob
+from common.registry import ModelMetadata, Registry
+from common.services.job_runner import JobRunner
+from common.settings import Settings
+from common.store import LocalStore
+from queueing.messages import Artifact
+from tests.common.conftest import MetaFactory
+
+
+class Model:
+    def __init__(self, meta: ModelMetadata, error: Exception | None = None) -> None:
+        self.meta, self.error = meta, error
+
+    def predict(self, rows: list[list[float]]) -> dict[str, list[Any]]:
+        if self.error is not None:
+            raise self.error
+        return {"labels": ["a"] * len(rows), "probabilities": [[0.5, 0.5]] * len(rows)}
+
+
+class Models:
+    def __init__(self, model: Model) -> None:
+        self.model = model
+
+    def get(self, model_type: str, version: str, sha256: str) -> Model:
+        return self.model
+
+
+class Recorder:
+    """The log sink and the job queue: what the runner told them."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.sent: list[tuple[str, Any]] = []
+
+    def record(self, entries: list[dict[str, Any]]) -> None:
+        self.rows.extend(entries)
+
+    def send_chunk(self, job: Any, index: int, rows: Any, source: Any) -> None:
+        self.sent.append(("chunk", (index, source["n_rows"] if source else len(rows))))
+
+    def send_finalize(self, job_id: str) -> None:
+        self.sent.append(("finalize", job_id))
+
+    def send_callback(self, job_id: str) -> None:
+        self.sent.append(("callback", job_id))
+
+
+@pytest.fixture
+def setup(
+    tmp_path: Path, redis_url: str, meta_fields: MetaFactory
+) -> tuple[Registry, ModelMetadata, JobStore, str, str]:
+    registry = Registry(LocalStore(tmp_path / "store"))
+    meta = registry.publish(meta_fields(), b"artifact", activate=True)
+    url = redis_url.rsplit("/", 1)[0] + "/0"
+    prefix = f"run{uuid.uuid4().hex[:8]}:"
+    return registry, meta, JobStore(redis.Redis.from_url(url), prefix, 600), url, prefix
+
+
+def create(url: str, prefix: str, meta: ModelMetadata, **fields: Any) -> str:
+    job = NewJob(
+        job_id=uuid.uuid4().hex[:16],
+        owner="o",
+        model_type=meta.model_type,
+        version=meta.version,
+        sha256=meta.sha256,
+        created_at=1000.0,
+        **({"n_rows": 2, "n_chunks": 1, "chunk_rows": 5} | fields),
+    )
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(url)
+        await AsyncJobStore(client, prefix, 600).create(job)
+        await client.aclose()
+
+    asyncio.run(run())
+    return job.job_id
+
+
+def runner(
+    registry: Registry, meta: ModelMetadata, jobs: JobStore, model: Model, recorder: Recorder
+) -> JobRunner:
+    settings = Settings(job_chunk_rows=2, local_store_path=registry.store.root)  # type: ignore[attr-defined]
+    return JobRunner(settings, jobs, Models(model), registry, recorder, recorder)
+
+
+def test_a_model_error_fails_the_job_once_and_tells_its_end(setup: Any) -> None:
+    registry, meta, jobs, url, prefix = setup
+    recorder = Recorder()
+    job_id = create(url, prefix, meta, callback_url="https://example.test/cb")
+    run = runner(registry, meta, jobs, Model(meta, KeyError("/etc/secret")), recorder)
+
+    outcome = run.run_chunk(job_id, 0, Artifact.of(meta), [[1.0, 2.0], [3.0, 4.0]], None)
+
+    job = jobs.get(job_id)
+    assert outcome == "failed" and job is not None and job.state is JobState.FAILED
+    assert job.error == {"type": "prediction_failed", "message": "the worker failed with KeyError"}
+    assert recorder.sent == [("callback", job_id)]
+    assert [(r["request_id"], r["status"]) for r in recorder.rows] == [(job_id, "error")]
+    # A redelivered chunk of the failed job does nothing more.
+    assert run.run_chunk(job_id, 0, Artifact.of(meta), [[1.0, 2.0]], None) == "ignored"
+    assert len(recorder.rows) == 1
+
+
+def test_an_object_job_is_planned_read_by_slices_and_finalized(setup: Any) -> None:
+    registry, meta, jobs, url, prefix = setup
+    registry.store.put("in/a.csv", b"id,alpha,beta\n1,1,2\n2,3,4\n3,5,6\n")
+    recorder = Recorder()
+    job_id = create(
+        url,
+        prefix,
+        meta,
+        n_rows=0,
+        n_chunks=0,
+        input_object="in/a.csv",
+        output_object="in/a.predictions.csv",
+    )
+    run = runner(registry, meta, jobs, Model(meta), recorder)
+
+    assert run.prepare(job_id) == 2
+    assert [kind for kind, _ in recorder.sent] == ["chunk", "chunk"]
+    assert [size for _, (_, size) in recorder.sent] == [2, 1]
+
+
+def test_a_results_write_that_fails_is_retried_then_fails_the_job(setup: Any) -> None:
+    registry, meta, jobs, url, prefix = setup
+    recorder = Recorder()
+    job_id = create(
+        url,
+        prefix,
+        meta,
+        n_rows=1,
+        n_chunks=1,
+        input_object="in/b.csv",
+        output_object="in/b.predictions.csv",
+    )
+    run = runner(registry, meta, jobs, Model(meta), recorder)
+    assert run.run_chunk(job_id, 0, Artifact.of(meta), [[1.0, 2.0]], None) == "finalize"
+    # A directory where the results object goes: the local store cannot write it.
+    (registry.store.root / "in" / "b.predictions.csv").mkdir(parents=True)  # type: ignore[attr-defined]
+
+    with pytest.raises(StoreUnavailable, match="in/b.predictions.csv"):
+        run.finalize(job_id, last_attempt=False)
+    assert jobs.get(job_id).state is JobState.RUNNING  # type: ignore[union-attr]
+    assert run.finalize(job_id, last_attempt=True) is False
+
+    job = jobs.get(job_id)
+    assert job is not None and job.state is JobState.FAILED
+    assert job.error is not None and job.error["type"] == "store_unavailable"
+    assert recorder.sent == [("finalize", job_id)]
+
+
+def test_a_redelivered_last_chunk_queues_the_results_write_again(setup: Any) -> None:
+    registry, meta, jobs, url, prefix = setup
+    recorder = Recorder()
+    job_id = create(
+        url,
+        prefix,
+        meta,
+        n_rows=1,
+        n_chunks=1,
+        input_object="in/c.csv",
+        output_object="in/c.predictions.csv",
+    )
+    run = runner(registry, meta, jobs, Model(meta), recorder)
+
+    first = run.run_chunk(job_id, 0, Artifact.of(meta), [[1.0, 2.0]], None)
+    again = run.run_chunk(job_id, 0, Artifact.of(meta), [[1.0, 2.0]], None)  # writer died
+    assert (first, again) == ("finalize", "finalize")
+    assert run.finalize(job_id, last_attempt=False) is True
+
+    job = jobs.get(job_id)
+    assert job is not None and job.state is JobState.SUCCEEDED
+    assert registry.store.get("in/c.predictions.csv") == b"row,label,p_a,p_b\r\n0,a,0.5,0.5\r\n"
+    assert [r["status"] for r in recorder.rows] == ["ok"]
+
+
+def test_a_bad_line_fails_the_preparation_naming_it(setup: Any) -> None:
+    registry, meta, jobs, url, prefix = setup
+    registry.store.put("in/d.csv", b"alpha,beta\n1,2\n3,x\n")
+    recorder = Recorder()
+    job_id = create(
+        url,
+        prefix,
+        meta,
+        n_rows=0,
+        n_chunks=0,
+        input_object="in/d.csv",
+        output_object="in/d.predictions.csv",
+    )
+
+    assert runner(registry, meta, jobs, Model(meta), recorder).prepare(job_id) == 0
+
+    job = jobs.get(job_id)
+    assert job is not None and job.state is JobState.FAILED
+    assert job.error is not None and "line 3" in job.error["message"]
+    assert recorder.sent == []
