@@ -154,7 +154,7 @@ def test_a_results_write_that_fails_is_retried_then_fails_the_job(setup: Any) ->
     # A directory where the results object goes: the local store cannot write it.
     (registry.store.root / "in" / "b.predictions.csv").mkdir(parents=True)  # type: ignore[attr-defined]
 
-    with pytest.raises(StoreUnavailable, match="in/b.predictions.csv"):
+    with pytest.raises(StoreUnavailable, match=r"in/b\.predictions\.csv"):
         run.finalize(job_id, last_attempt=False)
     assert jobs.get(job_id).state is JobState.RUNNING  # type: ignore[union-attr]
     assert run.finalize(job_id, last_attempt=True) is False
