@@ -45,23 +45,6 @@ def verify(secret: str, body: bytes, header: str, tolerance: float = 300) -> boo
     return hmac.compare_digest(sign(secret, body, timestamp), header)
 
 
-def job_payload(info: dict[str, str]) -> dict[str, Any]:
-    import orjson
-
-    job_id = info["job_id"]
-    return {
-        "job_id": job_id,
-        "status": info["status"],
-        "model_type": info["model_type"],
-        "version": info["version"],
-        "progress": {"rows_done": int(info["rows_done"]), "rows_total": int(info["n_rows"])},
-        "finished_at": float(info["finished_at"]) if info.get("finished_at") else None,
-        "error": orjson.loads(info["error"]) if info.get("error") else None,
-        "status_url": f"/jobs/{job_id}",
-        "results_url": f"/jobs/{job_id}/results",
-    }
-
-
 def deliver(url: str, body: bytes, secret: str, timeout: float = 10) -> int:
     """POST the body; the receiver's status on 2xx, CallbackFailed otherwise."""
     request = urllib.request.Request(
