@@ -13,8 +13,8 @@ from celery import Celery
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery
 
-from common.db import BackgroundLogWriter, PredictionLogRepo
 from common.errors import Forbidden, NotAuthenticated
+from common.prediction_log import BackgroundLogWriter, PredictionLogRepo
 from common.registry import MODEL_TYPE_PATTERN, VERSION_PATTERN
 from common.services.jobs import JobService
 from common.services.models import ModelService

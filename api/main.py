@@ -20,16 +20,16 @@ from api.deps import Services
 from api.middleware import Observability
 from api.routes import health, jobs, logs, metrics, models, predictions
 from common.cache import PredictionCache, registry_channel
-from common.db import (
+from common.errors import BackendUnavailable, ServingError
+from common.jobs import AsyncJobStore
+from common.observability import configure_logging
+from common.prediction_log import (
     BackgroundLogWriter,
     LogSpool,
     PredictionLogRepo,
     create_log_engine,
     create_tables,
 )
-from common.errors import BackendUnavailable, ServingError
-from common.jobs import AsyncJobStore
-from common.observability import configure_logging
 from common.registry import Registry
 from common.services.jobs import JobService
 from common.services.models import ModelService

@@ -14,7 +14,12 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, event, select
 
-from common.db import PredictionLogRepo, create_log_engine, create_tables, purge_older_than
+from common.prediction_log import (
+    PredictionLogRepo,
+    create_log_engine,
+    create_tables,
+    purge_older_than,
+)
 from common.tables import PredictionLog
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

@@ -19,7 +19,7 @@ import redis
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, event, text
 
-from common.db import (
+from common.prediction_log import (
     BackgroundLogWriter,
     LogSink,
     LogSpool,

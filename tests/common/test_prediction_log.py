@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from common.db import BackgroundLogWriter, PredictionLogRepo, create_log_engine, create_tables
+from common.prediction_log import (
+    BackgroundLogWriter,
+    PredictionLogRepo,
+    create_log_engine,
+    create_tables,
+)
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -26,7 +26,12 @@ from typing import Any
 
 from sqlalchemy import event
 
-from common.db import BackgroundLogWriter, PredictionLogRepo, create_log_engine, create_tables
+from common.prediction_log import (
+    BackgroundLogWriter,
+    PredictionLogRepo,
+    create_log_engine,
+    create_tables,
+)
 
 FEATURES = ("mean radius", "mean texture", "mean perimeter", "mean area")
 # Requests per predict task, cycled: single requests and micro-batches of several sizes.

@@ -19,7 +19,7 @@ from typing import IO, Any
 import pytest
 from sqlalchemy import Engine, text
 
-from common.db import PredictionLogRepo, create_log_engine
+from common.prediction_log import PredictionLogRepo, create_log_engine
 from tests.integration.log_writer_proc import WORKER_BATCHES
 
 pytestmark = pytest.mark.integration

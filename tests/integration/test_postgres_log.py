@@ -1,4 +1,4 @@
-"""The prediction log (common.db) on a real PostgreSQL server this module starts itself.
+"""The prediction log (common.prediction_log) on a real PostgreSQL server this module starts itself.
 
 The server is private: initdb into a temp dir, a free port on 127.0.0.1, stopped (fast
 shutdown) at the end of the module. The machine's own PostgreSQL is never touched.
@@ -18,7 +18,12 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, inspect, select, text
 from sqlalchemy.dialects import postgresql
 
-from common.db import BackgroundLogWriter, PredictionLogRepo, create_log_engine, create_tables
+from common.prediction_log import (
+    BackgroundLogWriter,
+    PredictionLogRepo,
+    create_log_engine,
+    create_tables,
+)
 from common.schemas import LogEntry
 from common.tables import PredictionLog
 from dev.postgres import find_postgres_bin, start_postgres, stop_postgres

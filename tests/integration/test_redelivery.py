@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from api.examples import EXAMPLE_ROW
-from common.db import PredictionLogRepo, create_log_engine
+from common.prediction_log import PredictionLogRepo, create_log_engine
 from queueing.messages import PREDICT_TASK
 from tests.integration.stack import Stack
 from worker.celery_app import create_celery

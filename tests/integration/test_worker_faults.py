@@ -20,10 +20,10 @@ from celery.utils import worker_direct
 
 from api.examples import EXAMPLE_ROW
 from common.cache import notify_registry_changed
-from queueing.config import restore_sweep_seconds
-from queueing.messages import PING_TASK
 from common.training import TrainedModel
 from dev.services import ManagedProcess, wait_until
+from queueing.config import restore_sweep_seconds
+from queueing.messages import PING_TASK
 from tests.integration.slow_models import SlowModel, calls
 from tests.integration.stack import ADMIN_KEY, Stack
 from worker.celery_app import create_celery

@@ -92,6 +92,19 @@ def create(url: str, prefix: str, meta: ModelMetadata, **fields: Any) -> str:
     return job.job_id
 
 
+def object_job(url: str, prefix: str, meta: ModelMetadata, name: str, n_rows: int = 0) -> str:
+    """A job of the input object `in/<name>.csv`, sized (`n_rows`) or not yet (0)."""
+    return create(
+        url,
+        prefix,
+        meta,
+        n_rows=n_rows,
+        n_chunks=1 if n_rows else 0,
+        input_object=f"in/{name}.csv",
+        output_object=f"in/{name}.predictions.csv",
+    )
+
+
 def runner(
     registry: Registry, meta: ModelMetadata, jobs: JobStore, model: Model, recorder: Recorder
 ) -> JobRunner:
@@ -121,15 +134,7 @@ def test_an_object_job_is_planned_read_by_slices_and_finalized(setup: Any) -> No
     registry, meta, jobs, url, prefix = setup
     registry.store.put("in/a.csv", b"id,alpha,beta\n1,1,2\n2,3,4\n3,5,6\n")
     recorder = Recorder()
-    job_id = create(
-        url,
-        prefix,
-        meta,
-        n_rows=0,
-        n_chunks=0,
-        input_object="in/a.csv",
-        output_object="in/a.predictions.csv",
-    )
+    job_id = object_job(url, prefix, meta, "a")
     run = runner(registry, meta, jobs, Model(meta), recorder)
 
     assert run.prepare(job_id) == 2
@@ -140,15 +145,7 @@ def test_an_object_job_is_planned_read_by_slices_and_finalized(setup: Any) -> No
 def test_a_results_write_that_fails_is_retried_then_fails_the_job(setup: Any) -> None:
     registry, meta, jobs, url, prefix = setup
     recorder = Recorder()
-    job_id = create(
-        url,
-        prefix,
-        meta,
-        n_rows=1,
-        n_chunks=1,
-        input_object="in/b.csv",
-        output_object="in/b.predictions.csv",
-    )
+    job_id = object_job(url, prefix, meta, "b", n_rows=1)
     run = runner(registry, meta, jobs, Model(meta), recorder)
     assert run.run_chunk(job_id, 0, Artifact.of(meta), [[1.0, 2.0]], None) == "finalize"
     # A directory where the results object goes: the local store cannot write it.
@@ -168,15 +165,7 @@ def test_a_results_write_that_fails_is_retried_then_fails_the_job(setup: Any) ->
 def test_a_redelivered_last_chunk_queues_the_results_write_again(setup: Any) -> None:
     registry, meta, jobs, url, prefix = setup
     recorder = Recorder()
-    job_id = create(
-        url,
-        prefix,
-        meta,
-        n_rows=1,
-        n_chunks=1,
-        input_object="in/c.csv",
-        output_object="in/c.predictions.csv",
-    )
+    job_id = object_job(url, prefix, meta, "c", n_rows=1)
     run = runner(registry, meta, jobs, Model(meta), recorder)
 
     first = run.run_chunk(job_id, 0, Artifact.of(meta), [[1.0, 2.0]], None)
@@ -194,15 +183,7 @@ def test_a_bad_line_fails_the_preparation_naming_it(setup: Any) -> None:
     registry, meta, jobs, url, prefix = setup
     registry.store.put("in/d.csv", b"alpha,beta\n1,2\n3,x\n")
     recorder = Recorder()
-    job_id = create(
-        url,
-        prefix,
-        meta,
-        n_rows=0,
-        n_chunks=0,
-        input_object="in/d.csv",
-        output_object="in/d.predictions.csv",
-    )
+    job_id = object_job(url, prefix, meta, "d")
 
     assert runner(registry, meta, jobs, Model(meta), recorder).prepare(job_id) == 0
 
