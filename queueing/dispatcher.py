@@ -120,7 +120,7 @@ class CeleryDispatcher:
         try:
             await self._send(self.tasks.predict(predict_batch_message(meta, requests), task_id))
         except BackendUnavailable:
-            self.listener.forget(task_id)
+            self.listener.forget(task_id, future)
             raise
         try:
             return await self.listener.wait(task_id, future, self.timeout)
@@ -154,7 +154,7 @@ class CeleryDispatcher:
         # Stored before we listened (the usual case: the deadline passed, then it came)?
         stored = await self.listener.stored(task_id)
         if stored is not None:
-            self.listener.forget(task_id)
+            self.listener.forget(task_id, future)
             return stored
         try:
             return await self.listener.wait_final(task_id, future, timeout)
@@ -177,6 +177,6 @@ class CeleryDispatcher:
         try:
             await self._send(ping)
         except BackendUnavailable:
-            self.listener.forget(task_id)
+            self.listener.forget(task_id, future)
             raise
         return await self.listener.wait(task_id, future, timeout)

@@ -29,7 +29,8 @@ class ResultListener:
         self._ids = IdSource()
         self.extra_channels: dict[str, Callable[[], None]] = {}
         self._pattern = f"{RESULT_KEY_PREFIX}{self.prefix}*"
-        self._waiting: dict[str, asyncio.Future[TaskResult]] = {}
+        # Several may wait for one task: the requests of a batch that became jobs.
+        self._waiting: dict[str, set[asyncio.Future[TaskResult]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -58,11 +59,15 @@ class ResultListener:
     def expect(self, task_id: str) -> asyncio.Future[TaskResult]:
         """Register before sending the task, so an early result is never missed."""
         future: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
-        self._waiting[task_id] = future
+        self._waiting.setdefault(task_id, set()).add(future)
         return future
 
-    def forget(self, task_id: str) -> None:
-        self._waiting.pop(task_id, None)
+    def forget(self, task_id: str, future: asyncio.Future[TaskResult]) -> None:
+        waiting = self._waiting.get(task_id)
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._waiting[task_id]
 
     async def wait(
         self, task_id: str, future: asyncio.Future[TaskResult], timeout: float
@@ -81,7 +86,7 @@ class ResultListener:
             if result is None:
                 raise
         finally:
-            self.forget(task_id)
+            self.forget(task_id, future)
         assert result is not None
         return result
 
@@ -129,16 +134,22 @@ class ResultListener:
             if callback is not None:
                 callback()
             return
-        future = self._waiting.get(channel.removeprefix(RESULT_KEY_PREFIX))
-        if future is not None and not future.done():
+        waiting = self._waiting.get(channel.removeprefix(RESULT_KEY_PREFIX))
+        if waiting:
             result = decode(message["data"])
             if result is not None:
-                future.set_result(result)
+                _resolve(waiting, result)
 
     async def _recover_missed(self) -> None:
-        for task_id, future in list(self._waiting.items()):
+        for task_id, waiting in list(self._waiting.items()):
             result = await self.stored(task_id)
-            if result is not None and not future.done():
-                future.set_result(result)
+            if result is not None:
+                _resolve(waiting, result)
         for callback in self.extra_channels.values():
             callback()  # notifications may have been missed while disconnected
+
+
+def _resolve(waiting: set[asyncio.Future[TaskResult]], result: TaskResult) -> None:
+    for future in list(waiting):
+        if not future.done():
+            future.set_result(result)

@@ -21,12 +21,14 @@ import redis
 from api.examples import EXAMPLE_ROW
 from common.cache import notify_registry_changed
 from common.training import TrainedModel, breast_cancer
+from dev.services import wait_until
 from tests.integration.slow_models import RaisingModel
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
 
-STALL, SWEEP = 3, 0.5
+# Above what a restarted pool takes to run a redelivered task on a loaded 2-core machine.
+STALL, SWEEP = 8, 0.5
 
 
 def wait_status(client: httpx.Client, url: str, timeout: float) -> tuple[dict[str, Any], float]:
@@ -158,7 +160,7 @@ def test_a_deferred_prediction_whose_api_is_gone_is_settled_by_the_sweeper(
 ) -> None:
     # Long enough for the restarted worker to run the task first: a deferred job whose
     # task is still queued at the stall limit is ended like any other.
-    stall = 10
+    stall = 20
     stack = make_stack(
         "orphan", predict_timeout_seconds=1.0, job_stall_seconds=stall, job_sweep_seconds=SWEEP
     )
@@ -169,7 +171,11 @@ def test_a_deferred_prediction_whose_api_is_gone_is_settled_by_the_sweeper(
     api = next(p for p in stack.processes if p.name == "api")
     api.stop()  # the process that would have recorded the result
     stack.start_worker("worker-back")
-    time.sleep(1)
+    results = redis.Redis.from_url(stack.settings.effective_result_backend_url)
+    try:
+        wait_until(lambda: any(results.scan_iter("celery-task-meta-*")), stall - 5, "the task")
+    finally:
+        results.close()
     stack.start_api()
     with stack.client() as client:
         deadline = time.monotonic() + 30

@@ -70,3 +70,22 @@ def test_a_malformed_message_does_not_end_the_listener(redis_url: str) -> None:
     outcome = asyncio.run(scenario())
 
     assert outcome == {"results": [{"n": 1}, {"n": 2}], "alive": True}
+
+
+def test_every_waiter_of_a_task_gets_its_result(redis_url: str) -> None:
+    """The requests of one batch that all passed their deadline each wait for the task."""
+
+    async def scenario() -> list[object]:
+        client = aioredis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/0")
+        listener = ResultListener(client)
+        await listener.start()
+        try:
+            task_id = listener.new_task_id()
+            waiting = [listener.expect(task_id) for _ in range(3)]
+            await client.publish(result_key(task_id), b'{"status": "SUCCESS", "result": {"n": 7}}')
+            return [await listener.wait(task_id, future, 5) for future in waiting]
+        finally:
+            await listener.stop()
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == [{"n": 7}] * 3
