@@ -54,4 +54,7 @@ def start_flower(
     except TimeoutError:
         proc.stop()
         raise RuntimeError(f"Flower did not start: {proc.log_tail()}") from None
+    except BaseException:  # Ctrl-C meanwhile: Flower, in a session of its own, missed it
+        proc.stop()
+        raise
     return proc, url

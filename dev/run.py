@@ -75,23 +75,29 @@ def main() -> int:
     if tcp_open("127.0.0.1", API_PORT):
         print(f"port {API_PORT} is in use; stop what runs there first", file=sys.stderr)
         return 1
+    # Every child runs in a session of its own (ManagedProcess), so Ctrl-C reaches only
+    # this process: whatever it started must be in `started` before anything can raise.
     started: list[ManagedProcess] = []
-    redis_url, redis_proc = ensure_redis(settings.redis_url)
-    if redis_proc:
-        started.append(redis_proc)
-    key, admin_key = dev_key("api-key"), dev_key("admin-api-key")
-    env = {**os.environ, "SERVING_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
-    env.setdefault("SERVING_API_KEYS", key)
-    env.setdefault("SERVING_ADMIN_API_KEYS", admin_key)
-    python = sys.executable
     try:
-        ManagedProcess(
+        redis_url, redis_proc = ensure_redis(settings.redis_url)
+        if redis_proc:
+            started.append(redis_proc)
+        key, admin_key = dev_key("api-key"), dev_key("admin-api-key")
+        env = {**os.environ, "SERVING_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+        env.setdefault("SERVING_API_KEYS", key)
+        env.setdefault("SERVING_ADMIN_API_KEYS", admin_key)
+        python = sys.executable
+        modelctl = ManagedProcess(
             "modelctl",
             [python, "-m", "modelctl", "train-demo", "--if-empty"],
             STATE / "modelctl.log",
             env=env,
             cwd=ROOT,
-        ).start().popen.wait()  # type: ignore[union-attr]
+        )
+        started.append(modelctl.start())
+        modelctl.popen.wait()  # type: ignore[union-attr]
+        modelctl.stop()  # closes its log; it is done, not a service to watch
+        started.remove(modelctl)
         for name, args in [
             ("worker", [python, "-m", "worker", "--concurrency", "2"]),
             ("api", [python, "-m", "api", "--host", "127.0.0.1", "--port", str(API_PORT)]),
@@ -125,7 +131,9 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # A second Ctrl-C (or SIGTERM, SIGHUP) must not cut the stopping short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         for proc in reversed(started):
             proc.stop()
         print("stopped everything make run started")

@@ -6,7 +6,9 @@ service it did not start.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -54,7 +56,14 @@ def redis_answers(host: str, port: int) -> bool:
 
 @dataclass
 class ManagedProcess:
-    """A child process with its output in a log file; stop() ends it and its waits."""
+    """A child process with its output in a log file; stop() ends it and its children.
+
+    The child starts a session of its own, so it and every process it forks (uvicorn's
+    workers, Celery's pool, PostgreSQL's backends) form one process group, which stop()
+    signals as a whole: nothing outlives it, even a grandchild its parent failed to stop.
+    A Ctrl-C at the terminal no longer reaches the children directly: the launcher
+    (dev/run.py, the test session, a benchmark) gets it and stops them, in order.
+    """
 
     name: str
     args: list[str]
@@ -63,13 +72,20 @@ class ManagedProcess:
     cwd: Path | None = None
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _log: IO[bytes] | None = field(default=None, init=False)
+    _stopped: bool = field(default=False, init=False)
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
+            self.args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
         )
+        self._stopped = False
         return self
 
     @property
@@ -81,16 +97,45 @@ class ManagedProcess:
         return self.popen is not None and self.popen.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout)
+        """SIGTERM to the process group; SIGKILL to the group if any of it is left
+        after `timeout` seconds. Calling it again does nothing."""
+        if self.popen is not None and not self._stopped:
+            if self._group_left():
+                self._signal_group(signal.SIGTERM)
+                if not self._wait_group(timeout):
+                    self._signal_group(signal.SIGKILL)
+                    self._wait_group(timeout)
+            # The group is gone (its id may be reused from now on): never signal it again.
+            self._stopped = True
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def _group_left(self) -> bool:
+        """Whether the child, or any other process of its group, still runs."""
+        assert self.popen is not None
+        # The group's id is the child's pid, which the kernel reuses for no other process
+        # while the group has members, even after the child itself was reaped.
+        return self.popen.poll() is None or bool(group_members(self.popen.pid))
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        assert self.popen is not None
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass  # the whole group ended meanwhile
+        except PermissionError:
+            # A member that changed its user: signal at least the child we started.
+            if self.popen.poll() is None:
+                self.popen.send_signal(sig)
+
+    def _wait_group(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._group_left():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def log_tail(self, n_bytes: int = 4000) -> str:
         try:
@@ -103,6 +148,32 @@ class ManagedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def group_members(pgid: int) -> list[int]:
+    """The running (not zombie) processes of a process group."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: the group exists while it has a process, zombie or not
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        state, _, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(pgrp) == pgid and state not in {"Z", "X"}:
+            members.append(int(entry.name))
+    return members
 
 
 def find_redis_server() -> str:
@@ -163,6 +234,9 @@ def start_redis(
     except TimeoutError:
         proc.stop()
         raise RuntimeError(f"redis-server did not start: {proc.log_tail()}") from None
+    except BaseException:  # Ctrl-C meanwhile: the server, in a session of its own, missed it
+        proc.stop()
+        raise
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
@@ -187,4 +261,7 @@ def start_s3_server(work_dir: Path, port: int | None = None) -> tuple[ManagedPro
     except TimeoutError:
         proc.stop()
         raise RuntimeError(f"S3 server did not start: {proc.log_tail()}") from None
+    except BaseException:
+        proc.stop()
+        raise
     return proc, endpoint

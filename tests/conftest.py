@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dev.services import start_redis, start_s3_server
+
+
+def _serving_variables() -> list[str]:
+    return [name for name in os.environ if name.startswith("SERVING_")]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_serving_env_in_session() -> Iterator[None]:
+    """Settings() reads SERVING_* variables: the machine's own must not leak into the
+    session's fixtures either (the stacks and the Settings built for them)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in _serving_variables():
+            patch.delenv(name)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _clean_serving_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """And before each test: a variable an earlier test set must not reach the next one."""
+    for name in _serving_variables():
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
-"""Fixtures for the pure unit tests of common/: no services, real files under tmp_path."""
+"""Fixtures for the pure unit tests of common/: no services, real files under tmp_path.
+
+The machine's SERVING_* variables are cleared for every test by tests/conftest.py."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,14 +12,6 @@ import pytest
 
 from common.registry import Registry
 from common.store import LocalStore
-
-
-@pytest.fixture(autouse=True)
-def _clean_serving_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings() reads SERVING_* variables: the machine's own must not leak into a test."""
-    for name in list(os.environ):
-        if name.startswith("SERVING_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -250,7 +250,12 @@ def test_worker_image_installs_the_worker_requirements() -> None:
 
 def test_each_image_copies_only_its_own_code() -> None:
     assert copy_sources(final_stage(API_DOCKERFILE)) == {"api", "common", "queueing"}
-    assert copy_sources(final_stage(WORKER_DOCKERFILE)) == {"worker", "common", "queueing", "modelctl"}
+    assert copy_sources(final_stage(WORKER_DOCKERFILE)) == {
+        "worker",
+        "common",
+        "queueing",
+        "modelctl",
+    }
     worker_sources = copy_sources(parse_dockerfile(WORKER_DOCKERFILE))
     assert not any(path == "api" or path.startswith("api/") for path in worker_sources)
     assert not any(path in {".", "./"} for path in worker_sources)

@@ -36,36 +36,57 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def started_stacks() -> list[Stack]:
-    """Every stack make_stack started in this session."""
-    return []
+def started_stacks() -> Iterator[list[Stack]]:
+    """Every stack started in this session; whatever still runs at its end is stopped."""
+    stacks: list[Stack] = []
+    yield stacks
+    for stack in reversed(stacks):
+        stack.stop()
 
 
 @pytest.fixture(scope="session")
-def make_stack(
+def build_stack(
     redis_url: str,
     s3_endpoint: str,
     demo_models: dict[str, TrainedModel],
     tmp_path_factory: pytest.TempPathFactory,
     started_stacks: list[Stack],
-) -> Iterator[Callable[..., Stack]]:
-    """Each stack gets its own Redis database, bucket, queue, cache prefix and log file."""
-    stacks = started_stacks
+) -> Callable[..., Stack]:
+    """Starts a stack with the demo models: its own Redis database, bucket, queue, cache
+    prefix and log file. Use make_stack in a test module (it stops its stacks at the
+    module's end) or the shared `stack`; this one stops them only at the session's end."""
 
     def build(name: str, workers: int = 1, api_processes: int = 1, **overrides: object) -> Stack:
         tmp = Path(tmp_path_factory.mktemp(name))
         fields = stack_fields(name, redis_url, s3_endpoint, tmp, next(_db_index)) | overrides
         stack = Stack(name, fields, tmp)
         stack.publish_demo(demo_models)
-        stacks.append(stack)
+        started_stacks.append(stack)
         return stack.start(workers, api_processes)
 
-    yield build
-    for stack in stacks:
+    return build
+
+
+@pytest.fixture(scope="module")
+def make_stack(build_stack: Callable[..., Stack]) -> Iterator[Callable[..., Stack]]:
+    """`make_stack(name, workers=1, api_processes=1, **setting_overrides)`: a stack of the
+    module's own, stopped (API, workers, and any Redis client they hold) at the module's
+    end, so no stack of an earlier module runs, or reconnects to a Redis its test
+    stopped, for the rest of the session."""
+    built: list[Stack] = []
+
+    def make(name: str, workers: int = 1, api_processes: int = 1, **overrides: object) -> Stack:
+        stack = build_stack(name, workers, api_processes, **overrides)
+        built.append(stack)
+        return stack
+
+    yield make
+    for stack in reversed(built):
         stack.stop()
 
 
 @pytest.fixture(scope="session")
-def stack(make_stack: Callable[..., Stack]) -> Stack:
-    """The shared stack: one worker process with two prefork children."""
-    return make_stack("main")
+def stack(build_stack: Callable[..., Stack]) -> Stack:
+    """The shared stack: one worker process with two prefork children; stopped at the
+    session's end (by started_stacks)."""
+    return build_stack("main")

@@ -1,6 +1,7 @@
 """Overload: 200 concurrent synchronous requests stuck on a slow model. Past the API's
 in-flight limit they are refused at once (429, Retry-After) instead of queueing without
-bound; the others all succeed once the model answers; `GET /` stays fast meanwhile."""
+bound; the others all succeed once the model answers; `GET /` stays as fast as it is
+idle, measured just before on the same stack."""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ async def overload(stack: Stack, gate: Path) -> dict[str, Any]:
         httpx.AsyncClient(base_url=stack.url, headers=headers, timeout=90, limits=limits) as load,
         httpx.AsyncClient(base_url=stack.url, headers=headers, timeout=10) as probe,
     ):
+        await probe.get("/")  # its connection open, as it is when probed under load
+        idle_latencies, idle_statuses = await probe_health(probe)  # the baseline
         posts = [
             asyncio.create_task(load.post("/predict/gated/1", json={"input_data": row(i)}))
             for i in range(REQUESTS)
@@ -56,7 +59,19 @@ async def overload(stack: Stack, gate: Path) -> dict[str, Any]:
         finally:
             gate.touch()  # the model answers every call from now on
         found["responses"] = await asyncio.gather(*posts)
+    found["idle_latencies"], found["idle_statuses"] = idle_latencies, idle_statuses
     return found
+
+
+async def probe_health(probe: httpx.AsyncClient) -> tuple[list[float], list[int]]:
+    """HEALTH_SAMPLES requests to GET /, one after another: their latencies and statuses."""
+    latencies, statuses = [], []
+    for _ in range(HEALTH_SAMPLES):
+        started = time.perf_counter()
+        health = await probe.get("/")
+        latencies.append(time.perf_counter() - started)
+        statuses.append(health.status_code)
+    return latencies, statuses
 
 
 async def while_held(
@@ -72,12 +87,7 @@ async def while_held(
     early = [p.result() for p in posts if p.done()]
     waiting = total(scrape(stack.url + "/metrics"), "serving_predictions_in_flight")
     # GET / while the admitted requests are stuck on the workers, one after another.
-    latencies, statuses = [], []
-    for _ in range(HEALTH_SAMPLES):
-        started = time.perf_counter()
-        health = await probe.get("/")
-        latencies.append(time.perf_counter() - started)
-        statuses.append(health.status_code)
+    latencies, statuses = await probe_health(probe)
     still_waiting = sum(not p.done() for p in posts)
     # Still at the limit: a cache hit costs nothing and is answered; a miss is
     # refused; a job returns at once, so it takes no slot either.
@@ -138,14 +148,27 @@ def test_past_the_in_flight_limit_the_api_answers_429_and_stays_healthy(
     assert found["waiting"] == LIMIT
     assert found["still_waiting"] == LIMIT  # held, not refused, while GET / was probed
 
-    latencies = found["latencies"]
-    assert set(found["health_statuses"]) == {200}
+    latencies, idle = found["latencies"], found["idle_latencies"]
+    assert set(found["health_statuses"]) == set(found["idle_statuses"]) == {200}
     p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
+    idle_p50, idle_p99 = statistics.median(idle), percentile(idle, 0.99)
     print(
-        f"GET / under overload: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
-        f"max {max(latencies) * 1000:.1f} ms over {len(latencies)} samples"
+        f"GET / idle: p50 {idle_p50 * 1000:.1f} ms, p99 {idle_p99 * 1000:.1f} ms; under "
+        f"overload: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max "
+        f"{max(latencies) * 1000:.1f} ms ({len(latencies)} samples each)"
     )
-    assert p99 < 0.050, sorted(latencies)[-5:]
+    # GET / does the same work held or not (a Redis PING, and a control-channel ping that
+    # the worker's main process answers: only its pool processes are held), and the held
+    # requests cost the API's event loop nothing while they wait on its one result
+    # subscription. So its latency should stay what it is idle, measured just before on
+    # the same stack and host, give or take the host: 150 more open connections and
+    # scheduling on a shared 2-core machine. The bound allows five times the idle p99,
+    # and never less than idle + 50 ms (the README's budget for GET / under this load),
+    # so that on an idle p99 of 1-2 ms a scheduler hiccup of 10 ms is no failure. What
+    # the test guards against, GET / waiting behind the held requests (in a queue, or
+    # for a thread they use up), costs hundreds of milliseconds, past either bound.
+    bound = max(5 * idle_p99, idle_p99 + 0.050)
+    assert p99 <= bound, (f"p99 {p99:.4f} s > {bound:.4f} s", sorted(latencies)[-5:])
 
     statuses = [r.status_code for r in found["responses"]]
     assert not [s for s in statuses if s >= 500], statuses

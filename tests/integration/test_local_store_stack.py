@@ -1,0 +1,103 @@
+"""The whole stack on the local store backend (`SERVING_STORE_BACKEND=local`, the
+default outside the tests): models, CSV inputs and results objects in a folder that the
+API and the workers share. Every other stack of the suite uses S3."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import numpy as np
+import pytest
+
+from common.settings import Settings
+from common.store import create_store
+from common.training import TrainedModel, breast_cancer
+from tests.integration.stack import Stack
+from tests.integration.test_jobs import csv_bytes, rows, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("local-store")
+
+
+@pytest.fixture(scope="module")
+def local(make_stack: Callable[..., Stack], folder: Path) -> Stack:
+    # make_stack publishes the demo models through the stack's own settings: with these,
+    # into the folder (Registry(LocalStore(folder)), as Stack.publish_demo builds it).
+    return make_stack("localstore", store_backend="local", local_store_path=str(folder))
+
+
+def test_the_models_are_read_from_the_folder_and_not_from_s3(local: Stack, folder: Path) -> None:
+    published = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {
+        "registry.json",
+        "xgboost/1/metadata.json",
+        "xgboost/1/model.ubj",
+        "logistic_regression/1/metadata.json",
+        "logistic_regression/1/model.skops",
+    } <= published
+    # The stack's S3 bucket exists (make_stack creates one for every stack) and is empty.
+    s3 = create_store(Settings(**(local.fields | {"store_backend": "s3"})))
+    assert s3.list() == []
+    with local.client() as client:
+        models = client.get("/models")
+    assert models.status_code == 200, models.text
+    assert {m["model_type"] for m in models.json()["models"]} == {"xgboost", "logistic_regression"}
+
+
+@pytest.mark.parametrize("model_type", ["xgboost", "logistic_regression"])
+def test_a_prediction_equals_the_in_process_models(
+    local: Stack, demo_models: dict[str, TrainedModel], model_type: str
+) -> None:
+    x, data = rows(8, 0.1301)
+    with local.client() as client:
+        response = client.post(f"/predict/{model_type}/1", json={"input_data": data})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["model_type"], body["version"], body["cached"]) == (model_type, "1", False)
+    trained = demo_models[model_type]
+    classes = trained.metadata["classes"]
+    got = np.array([[p["probabilities"][c] for c in classes] for p in body["predictions"]])
+    np.testing.assert_allclose(got, trained.estimator.predict_proba(x), rtol=1e-6)
+    assert [p["label"] for p in body["predictions"]] == [
+        classes[i] for i in trained.estimator.predict(x)
+    ]
+
+
+def test_a_csv_object_in_the_folder_is_scored_into_a_results_file_beside_it(
+    local: Stack, folder: Path, demo_models: dict[str, TrainedModel]
+) -> None:
+    n = 7_000  # two chunks of SERVING_JOB_CHUNK_ROWS (5,000)
+    x, _ = rows(n, 0.1401)
+    _, _, names, _ = breast_cancer()
+    (folder / "inputs").mkdir(exist_ok=True)
+    (folder / "inputs" / "batch.csv").write_bytes(csv_bytes(x, names))
+    with local.client() as client:
+        job = client.post(
+            "/jobs", json={"input_object": "inputs/batch.csv", "model_type": "xgboost"}
+        )
+        assert job.status_code == 202, job.text
+        done, _ = wait_for(client, job.json()["status_url"], {"succeeded", "failed"}, 120)
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == {"rows_done": n, "rows_total": n}
+    written = folder / "inputs" / "batch.predictions.csv"
+    assert done["output_object"] == "inputs/batch.predictions.csv"
+    location = urlparse(done["output_location"])
+    assert location.scheme == "file"
+    assert Path(url2pathname(location.path)) == written.resolve()
+    table = list(csv.reader(io.StringIO(written.read_text())))
+    assert table[0] == ["row", "label", "p_malignant", "p_benign"] and len(table) == n + 1
+    assert [int(r[0]) for r in table[1:]] == list(range(n))
+    trained = demo_models["xgboost"]
+    got = np.array([[float(r[2]), float(r[3])] for r in table[1:]])
+    np.testing.assert_allclose(got, trained.estimator.predict_proba(x), rtol=1e-6)
+    classes = trained.metadata["classes"]
+    assert [r[1] for r in table[1:]] == [classes[i] for i in trained.estimator.predict(x)]
