@@ -29,7 +29,7 @@ from queueing.messages import (
     PredictBatch,
 )
 from worker.base import ServingTask
-from worker.limits import soft_time_limit_as_error, task_context
+from worker.limits import task_context
 
 log = logging.getLogger(__name__)
 FINALIZE_RETRIES = 4
@@ -42,46 +42,46 @@ def predict(task: ServingTask, *args: Any) -> dict[str, Any]:
         inference = task.resources.inference
         rows = message.rows()
         try:
-            with soft_time_limit_as_error(task.settings):
-                task.check_attempts()
+            task.check_attempts()
         except ServingError as exc:
             inference.fail(message.artifact, rows, message.segments, exc)
             raise
         return inference.predict(message.artifact, rows, message.segments)
 
 
+def _out_of_attempts(task: ServingTask, job_id: str) -> bool:
+    """True, with the job failed, if this task's runs have crashed too often."""
+    try:
+        task.check_attempts()
+    except ServingError as exc:
+        task.resources.runner.fail(job_id, exc)
+        return True
+    return False
+
+
 def predict_chunk(task: ServingTask, *args: Any) -> str:
     chunk = JobChunk.from_args(*args)
     with task_context(chunk.job_id):
-        runner = task.resources.runner
-        try:
-            task.check_attempts()
-        except ServingError as exc:
-            runner.fail(chunk.job_id, exc)
+        if _out_of_attempts(task, chunk.job_id):
             return "failed"
-        return runner.run_chunk(chunk.job_id, chunk.index, chunk.artifact, chunk.rows, chunk.source)
+        return task.resources.runner.run_chunk(
+            chunk.job_id, chunk.index, chunk.artifact, chunk.rows, chunk.source
+        )
 
 
 def prepare_job(task: ServingTask, job_id: str) -> int:
     with task_context(job_id):
-        runner = task.resources.runner
-        try:
-            task.check_attempts()
-        except ServingError as exc:
-            runner.fail(job_id, exc)
+        if _out_of_attempts(task, job_id):
             return 0
-        return runner.prepare(job_id)
+        return task.resources.runner.prepare(job_id)
 
 
 def finalize_job(task: ServingTask, job_id: str) -> bool:
     with task_context(job_id):
-        runner = task.resources.runner
-        try:
-            task.check_attempts()
-        except ServingError as exc:
-            runner.fail(job_id, exc)
+        if _out_of_attempts(task, job_id):
             return False
-        return runner.finalize(job_id, last_attempt=task.request.retries >= FINALIZE_RETRIES)
+        last = task.request.retries >= FINALIZE_RETRIES
+        return task.resources.runner.finalize(job_id, last_attempt=last)
 
 
 def deliver_callback(task: ServingTask, job_id: str) -> int | None:
