@@ -186,17 +186,31 @@ def test_a_killed_pool_process_loses_nothing(
     # chunk lost with a killed process and run again is neither missing, nor doubled,
     # nor another chunk's.
     assert download.status_code == 200, download.text
-    table = list(csv.reader(io.StringIO(download.text)))
-    assert table[0] == ["row", "label", "p_malignant", "p_benign"] and len(table) == n + 1
-    assert [int(r[0]) for r in table[1:]] == list(range(n))
-    trained = demo_models["xgboost"]
+    table = assert_results_match(download.text, x, demo_models["xgboost"])
+    assert [p["label"] for p in page["predictions"]] == [r[1] for r in table[-10:]]
+    assert not set(victims) & set(pool_processes(worker.pid))  # they were replaced
+    assert len([e for e in logs if e["request_id"] == job["job_id"]]) == 1
+
+
+def assert_results_match(text: str, x: np.ndarray, trained: TrainedModel) -> list[list[str]]:
+    """A results CSV holds one line per input row, in order, each what the in-process model
+    predicts for it; the table, for further checks."""
+    table = list(csv.reader(io.StringIO(text)))
+    assert table[0] == ["row", "label", "p_malignant", "p_benign"] and len(table) == len(x) + 1
+    assert [int(r[0]) for r in table[1:]] == list(range(len(x)))
     got = np.array([[float(r[2]), float(r[3])] for r in table[1:]])
     np.testing.assert_allclose(got, trained.estimator.predict_proba(x), rtol=1e-6)
     classes = trained.metadata["classes"]
     assert [r[1] for r in table[1:]] == [classes[i] for i in trained.estimator.predict(x)]
-    assert [p["label"] for p in page["predictions"]] == [r[1] for r in table[-10:]]
-    assert not set(victims) & set(pool_processes(worker.pid))  # they were replaced
-    assert len([e for e in logs if e["request_id"] == job["job_id"]]) == 1
+    return table
+
+
+def run_object_job(client: httpx.Client, key: str, timeout: float = 120) -> Any:
+    """Submit a job of the store object `key` (the xgboost model) and wait for its end."""
+    job = client.post("/jobs", json={"input_object": key, "model_type": "xgboost"})
+    assert job.status_code == 202, job.text
+    done, _ = wait_for(client, job.json()["status_url"], {"succeeded", "failed"}, timeout)
+    return done
 
 
 def csv_bytes(x: np.ndarray, names: list[str], drop: str | None = None) -> bytes:
@@ -218,11 +232,7 @@ def test_a_csv_object_in_the_store_is_scored_into_a_result_object(
     store = stack.registry().store
     store.put("inputs/batch-1.csv", csv_bytes(x, names))
     with stack.client() as client:
-        job = client.post(
-            "/jobs", json={"input_object": "inputs/batch-1.csv", "model_type": "xgboost"}
-        )
-        assert job.status_code == 202, job.text
-        done, _ = wait_for(client, job.json()["status_url"], {"succeeded", "failed"}, 120)
+        done = run_object_job(client, "inputs/batch-1.csv")
     assert done["status"] == "succeeded", done
     assert done["progress"] == {"rows_done": 12_000, "rows_total": 12_000}
     assert done["output_object"] == "inputs/batch-1.predictions.csv"

@@ -4,8 +4,6 @@ API and the workers share. Every other stack of the suite uses S3."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,7 +16,7 @@ from common.settings import Settings
 from common.store import create_store
 from common.training import TrainedModel, breast_cancer
 from tests.integration.stack import Stack
-from tests.integration.test_jobs import csv_bytes, rows, wait_for
+from tests.integration.test_jobs import assert_results_match, csv_bytes, rows, run_object_job
 
 pytestmark = pytest.mark.integration
 
@@ -81,11 +79,7 @@ def test_a_csv_object_in_the_folder_is_scored_into_a_results_file_beside_it(
     (folder / "inputs").mkdir(exist_ok=True)
     (folder / "inputs" / "batch.csv").write_bytes(csv_bytes(x, names))
     with local.client() as client:
-        job = client.post(
-            "/jobs", json={"input_object": "inputs/batch.csv", "model_type": "xgboost"}
-        )
-        assert job.status_code == 202, job.text
-        done, _ = wait_for(client, job.json()["status_url"], {"succeeded", "failed"}, 120)
+        done = run_object_job(client, "inputs/batch.csv")
     assert done["status"] == "succeeded", done
     assert done["progress"] == {"rows_done": n, "rows_total": n}
     written = folder / "inputs" / "batch.predictions.csv"
@@ -93,11 +87,4 @@ def test_a_csv_object_in_the_folder_is_scored_into_a_results_file_beside_it(
     location = urlparse(done["output_location"])
     assert location.scheme == "file"
     assert Path(url2pathname(location.path)) == written.resolve()
-    table = list(csv.reader(io.StringIO(written.read_text())))
-    assert table[0] == ["row", "label", "p_malignant", "p_benign"] and len(table) == n + 1
-    assert [int(r[0]) for r in table[1:]] == list(range(n))
-    trained = demo_models["xgboost"]
-    got = np.array([[float(r[2]), float(r[3])] for r in table[1:]])
-    np.testing.assert_allclose(got, trained.estimator.predict_proba(x), rtol=1e-6)
-    classes = trained.metadata["classes"]
-    assert [r[1] for r in table[1:]] == [classes[i] for i in trained.estimator.predict(x)]
+    assert_results_match(written.read_text(), x, demo_models["xgboost"])
