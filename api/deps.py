@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated
 
@@ -13,6 +13,7 @@ from celery import Celery
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery
 
+from api.probe import HealthProbe
 from common.errors import Forbidden, NotAuthenticated
 from common.prediction_log import BackgroundLogWriter, PredictionLogRepo
 from common.registry import MODEL_TYPE_PATTERN, VERSION_PATTERN
@@ -37,6 +38,7 @@ class Services:
     producer: Celery
     log_repo: PredictionLogRepo
     log_writer: BackgroundLogWriter
+    health: HealthProbe = field(default_factory=HealthProbe)
 
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a

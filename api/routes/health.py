@@ -1,5 +1,6 @@
-"""GET / (Redis and a live worker), GET /ready (a worker consumes: a ping task round
-trip) and GET /healthz (liveness of the API process, public)."""
+"""GET / (public: Redis and a live worker; which part is down only for a valid key),
+GET /ready (a worker consumes: a ping task round trip) and GET /healthz (liveness of the
+API process, public)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import asyncio
 import logging
 import time
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from api.deps import ReaderDep, Services, ServicesDep
+from api.deps import ReaderDep, Services, ServicesDep, role_for_key
 from api.responses import errors
 from common.errors import ServingError
 
@@ -21,8 +22,9 @@ log = logging.getLogger(__name__)
 
 class Health(BaseModel):
     status: str
-    redis: bool
-    worker: bool
+    # Which part is down: shown to a valid key only.
+    redis: bool | None = None
+    worker: bool | None = None
 
 
 async def _redis_ok(services: Services) -> bool:
@@ -45,18 +47,26 @@ def _worker_answers(services: Services) -> bool:
     "/",
     status_code=200,
     response_model=Health,
-    summary="Health of Redis and workers",
-    responses={
-        **errors(401),
-        503: {"model": Health, "description": "Redis or every worker is down"},
-    },
+    response_model_exclude_none=True,
+    summary="Health of Redis and workers (no key needed)",
+    description="Public, for load balancers and uptime probes: `status` is `ok` or "
+    "`degraded`, checked at most once a second per API process. With a valid key "
+    "(`X-API-Key`, or `api_key`), also which part is down.",
+    responses={503: {"model": Health, "description": "Redis or every worker is down"}},
 )
-async def health(services: ServicesDep, response: Response, _: ReaderDep) -> Health:
-    redis_ok = await _redis_ok(services)
-    worker = redis_ok and await asyncio.to_thread(_worker_answers, services)
+async def health(services: ServicesDep, request: Request, response: Response) -> Health:
+    async def check() -> tuple[bool, bool]:
+        redis_ok = await _redis_ok(services)
+        return redis_ok, redis_ok and await asyncio.to_thread(_worker_answers, services)
+
+    redis_ok, worker = await services.health.status(check)
     if not (redis_ok and worker):
         response.status_code = 503
-    return Health(status="ok" if worker else "degraded", redis=redis_ok, worker=worker)
+    status = "ok" if worker else "degraded"
+    key = request.headers.get("x-api-key") or request.query_params.get("api_key")
+    if role_for_key(services.settings, key) is None:
+        return Health(status=status)
+    return Health(status=status, redis=redis_ok, worker=worker)
 
 
 class Readiness(BaseModel):

@@ -19,8 +19,10 @@ from tests.integration.stack import ADMIN_KEY, READER_KEY, Stack
 
 pytestmark = pytest.mark.integration
 
-# Liveness and metrics for orchestrators and Prometheus; the API's description.
+# Health for load balancers, liveness and metrics for orchestrators and Prometheus; the
+# API's description.
 PUBLIC = {
+    "GET /",
     "GET /healthz",
     "GET /metrics",
     "GET /openapi.json",
