@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
 
 from common.registry import Registry
@@ -113,7 +114,7 @@ async def failing_jobs(chaos: Chaos, load: Any) -> None:
 
 
 def _with_model(body: bytes) -> bytes:
-    return body[:-1] + b',"model_type":"' + FAILING_MODEL.encode() + b'"}'
+    return orjson.dumps(orjson.loads(body) | {"model_type": FAILING_MODEL})
 
 
 async def run_chaos(chaos: Chaos, load: Any) -> None:

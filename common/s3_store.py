@@ -83,6 +83,14 @@ class S3Store:
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
+    def put_file(self, key: str, stream: BinaryIO) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        # boto3's managed upload, multipart past 8 MiB; without threads, one part in
+        # memory at a time (its default, 10 threads, holds up to ten).
+        config = TransferConfig(use_threads=False)
+        self.client.upload_fileobj(stream, self.bucket, self._key(key), Config=config)
+
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 

@@ -7,8 +7,10 @@ checked before use, so a crafted model type or version can never reach outside t
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -51,6 +53,9 @@ class ObjectStore(Protocol):
         ...
 
     def put(self, key: str, data: bytes) -> None: ...
+    def put_file(self, key: str, stream: BinaryIO) -> None:
+        """Write an object from a file read from its start, never whole in memory."""
+        ...
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
@@ -95,13 +100,16 @@ class LocalStore:
             return handle.read(stop - start)
 
     def put(self, key: str, data: bytes) -> None:
+        self.put_file(key, io.BytesIO(data))
+
+    def put_file(self, key: str, stream: BinaryIO) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename: a reader never sees half an artifact or registry.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                shutil.copyfileobj(stream, handle)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -97,11 +97,7 @@ def deliver_callback(task: ServingTask, job_id: str) -> int | None:
         secret = task.settings.callback_secret
         if job is None or not job.callback_url or secret is None:
             return None  # expired, or no callback asked for
-        location = None
-        if job.output_object:
-            location = task.resources.runner.registry.store.location(
-                job.output_object, task.settings.job_ttl_seconds
-            )
+        location = task.resources.runner.output_location(job)
         body = job_status(job, location).model_dump_json().encode()
         return callbacks.deliver(job.callback_url, body, secret.get_secret_value())
 

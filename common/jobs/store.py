@@ -11,7 +11,7 @@ import bisect
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -19,6 +19,7 @@ from common.errors import ServingError
 from common.jobs import scripts
 from common.jobs.model import Job, JobState, NewJob, sources_of
 
+T = TypeVar("T")
 Script = str
 Command = tuple[Script, list[str], list[Any]]
 
@@ -205,6 +206,6 @@ class AsyncJobStore:
         return bool(await self.client.set(name, f"{job_id}|{digest}", nx=True, ex=self.ops.ttl))
 
 
-def chunks_of(rows: Sequence[Any], size: int) -> list[Sequence[Any]]:
+def chunks_of(rows: list[T], size: int) -> list[list[T]]:
     """Rows split into consecutive chunks of at most `size`: the one splitting rule."""
     return [rows[i : i + size] for i in range(0, len(rows), size)]

@@ -50,7 +50,6 @@ def run_model(
     models: Models, artifact: Any, rows: list[list[Any]], guard: Guard = contextlib.nullcontext
 ) -> dict[str, Any]:
     """The model's labels and probabilities for `rows`; any error as a ServingError."""
-    started = time.perf_counter()
     try:
         with guard():
             model = models.get(artifact.model_type, artifact.version, artifact.sha256)

@@ -119,9 +119,8 @@ class JobRunner:
         sizes = [piece.n_rows for piece in plan.slices]
         if not self.jobs.size(job_id, sizes, self.settings.job_chunk_rows, time.time()):
             return 0  # cancelled meanwhile
-        sized = self.jobs.get(job_id) or job
         for index, piece in enumerate(plan.slices):
-            self.queue.send_chunk(sized, index, None, piece.to_json())
+            self.queue.send_chunk(job, index, None, piece.to_json())
         return len(sizes)
 
     def _plan(self, job: Job) -> InputPlan:
@@ -166,18 +165,25 @@ class JobRunner:
             (offset, self.jobs.results(job, offset, RESULTS_PAGE_ROWS))
             for offset in range(0, job.n_rows, RESULTS_PAGE_ROWS)
         )
-        # Spooled to disk past 8 MiB: a million rows of results never sit in memory.
+        # Spooled to disk past 8 MiB and streamed to the store from there: a million rows
+        # of results never sit in memory.
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as buffer:
             for piece in results_csv.document(meta, pages):
                 buffer.write(piece.encode())
             buffer.seek(0)
             try:
-                self.registry.store.put(job.output_object, buffer.read())
+                self.registry.store.put_file(job.output_object, buffer)  # type: ignore[arg-type]
             except Exception as exc:
                 raise StoreUnavailable(
                     f"could not write the results object {job.output_object!r} "
                     f"({type(exc).__name__})"
                 ) from exc
+
+    def output_location(self, job: Job) -> str | None:
+        """Where the job's results object is fetched (a presigned URL, a file URI)."""
+        if job.output_object is None:
+            return None
+        return self.registry.store.location(job.output_object, self.settings.job_ttl_seconds)
 
     def fail(self, job_id: str, error: ServingError, stalled_before: float | None = None) -> bool:
         """End a job failed with `error` (if it has not ended, and with `stalled_before`

@@ -101,7 +101,7 @@ class JobService:
             rows = self.models.validator(meta).validate(
                 request.input_data, self.settings.job_max_rows
             )
-            chunks = [list(c) for c in chunks_of(rows, size)]
+            chunks = chunks_of(rows, size)
             n_rows, source = len(rows), None
         job = NewJob(
             job_id=new_id(),

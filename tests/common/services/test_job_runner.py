@@ -130,7 +130,7 @@ def test_a_model_error_fails_the_job_once_and_tells_its_end(setup: Any) -> None:
     assert len(recorder.rows) == 1
 
 
-def test_an_object_job_is_planned_read_by_slices_and_finalized(setup: Any) -> None:
+def test_an_object_job_is_planned_into_slices_of_the_chunk_size(setup: Any) -> None:
     registry, meta, jobs, url, prefix = setup
     registry.store.put("in/a.csv", b"id,alpha,beta\n1,1,2\n2,3,4\n3,5,6\n")
     recorder = Recorder()
