@@ -671,6 +671,10 @@ from common.job_inputs import plan_input, read_slice
 from common.registry import Feature, ModelMetadata
 from common.store import LocalStore
 
+try:  # the libraries' own size is no part of the object's: load them before the start
+    import pyarrow.csv  # noqa: F401
+except ImportError:
+    pass
 path = Path(sys.argv[1])
 meta = ModelMetadata(
     model_type="m", version="1", framework="xgboost", artifact_format="xgboost-ubj",
@@ -684,16 +688,20 @@ planned = plan_input(
 )
 plan_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rows = total = 0
+first_kib = None
 for piece in planned.slices:
     chunk = read_slice(store, path.name, meta, piece)
     rows += len(chunk)
     total += sum(int(row[29]) for row in chunk)
+    if first_kib is None:
+        first_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 hwm_kib = next(
     int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")
 )
 print(json.dumps({
     "n_rows": planned.n_rows, "n_slices": len(planned.slices), "rows": rows, "total": total,
     "start_mib": start_kib / 1024, "plan_mib": plan_kib / 1024,
+    "first_slice_mib": first_kib / 1024,
     "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "vm_hwm_mib": hwm_kib / 1024,
 }))
@@ -739,10 +747,12 @@ def test_a_million_row_csv_is_planned_and_read_in_bounded_memory(tmp_path: Path)
     assert figures["n_rows"] == figures["rows"] == 1_000_000
     assert figures["n_slices"] == 200
     assert figures["total"] == 1000 * sum(range(1000))
-    assert figures["start_mib"] < 100, figures  # the measure is the child's own
+    assert figures["start_mib"] < 150, figures  # the measure is the child's own
     assert figures["peak_mib"] < 400, figures
-    # Flat, not growing with the object: far less than its 200+ MiB over the start.
+    # Flat, not growing with the object: far less than its 200+ MiB over the start, and
+    # the 199 slices after the first add next to nothing.
     assert figures["peak_mib"] - figures["start_mib"] < 100, figures
+    assert figures["peak_mib"] - figures["first_slice_mib"] < 30, figures
     assert figures["vm_hwm_mib"] < 400, figures
 
 
