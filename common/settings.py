@@ -60,6 +60,10 @@ class Settings(BaseSettings):
 
     cache_ttl_seconds: int = Field(3600, ge=0)
     cache_prefix: str = "serving:"
+    # "key": each key's cached predictions are its own, so a hit never tells one key what
+    # another sent. "global": every key shares them (more hits; MLServer's and Triton's
+    # caches are global), for deployments whose keys all trust one another.
+    cache_scope: Literal["key", "global"] = "key"
     predict_timeout_seconds: float = Field(30.0, gt=0)
     # GET /ready: how long a ping task may take through the queue and back.
     readiness_timeout_seconds: float = Field(5.0, gt=0)
@@ -100,6 +104,29 @@ class Settings(BaseSettings):
     # Signs job callbacks (HMAC-SHA256); jobs with a callback_url are refused without it.
     callback_secret: SecretStr | None = None
     callback_max_attempts: int = Field(6, gt=0)
+    # One deadline per delivery attempt: connect, send and the whole response.
+    callback_timeout_seconds: float = Field(10.0, gt=0)
+    # Callbacks go only to public addresses; these CIDRs are allowed besides (receivers
+    # inside the operator's own network, a local receiver in tests). Empty by default.
+    callback_allowed_networks: CommaList = Field(default_factory=list)
+    # Deliveries in flight at once per callback worker (its thread pool's size).
+    callback_concurrency: int = Field(16, gt=0)
+
+    # Uploads (PUT /uploads/{name}, POST /jobs with a CSV or Parquet body): streamed into
+    # the store under the key's own prefix, up to this size.
+    upload_max_bytes: int = Field(2 * 1024**3, gt=0)
+    # How long a presigned results URL, minted only for the job's owner, stays valid.
+    presign_seconds: int = Field(3600, gt=0)
+    # Per API process: job submissions being read and parsed at once; past it, 429.
+    max_job_submissions_in_flight: int = Field(4, gt=0)
+    # Per key: jobs queued or running at once; past it, 429 until one ends.
+    max_jobs_per_key: int = Field(20, gt=0)
+    # GET /logs: an answer is cut at this many bytes; the rest is on the next page.
+    logs_max_response_bytes: int = Field(8 * 1024 * 1024, gt=1024)
+    # Log rows an API process holds for its background writer (cache hits); past it a
+    # request waits (off the event loop) for room, counted in a metric: memory stays
+    # bounded and no row is dropped.
+    log_queue_max_rows: int = Field(10_000, gt=0)
 
     # Queues: synchronous predictions (and readiness pings) on `task_queue`; job work
     # (preparing, chunks, the final results write) and callbacks on queues of their own,
@@ -152,6 +179,7 @@ class Settings(BaseSettings):
         "api_key_sha256",
         "admin_api_key_sha256",
         "skops_trusted_types",
+        "callback_allowed_networks",
         mode="before",
     )
     @classmethod
