@@ -11,6 +11,7 @@ from common.callbacks import check_callback_url
 from common.errors import InvalidInput
 from common.services.requests import Idempotency, JobRequest, PredictRequest
 from common.settings import Settings
+from common.tenancy import Tenant
 
 JOB_FIELDS = frozenset({"input_data", "input_object", "model_type", "version", "callback_url"})
 
@@ -27,7 +28,7 @@ def predict_request(
 
 def job_request(
     payload: Any,
-    owner: str,
+    tenant: Tenant,
     model_type: str | None,
     version: str | None,
     settings: Settings,
@@ -50,7 +51,7 @@ def job_request(
     if input_object is not None and not isinstance(input_object, str):
         raise InvalidInput("input_object must be the key of a CSV object in the store")
     return JobRequest(
-        owner=owner,
+        tenant=tenant,
         model_type=model_type or payload.get("model_type"),
         version=version or payload.get("version"),
         input_data=payload.get("input_data"),

@@ -21,6 +21,7 @@ from common.services.jobs import JobService
 from common.services.models import ModelService
 from common.services.predictions import PredictionService
 from common.settings import Settings
+from common.tenancy import Tenant, owner_of
 from queueing.dispatcher import CeleryDispatcher
 
 
@@ -76,7 +77,11 @@ def role_for_key(settings: Settings, key: str | None) -> Role | None:
 @dataclass(frozen=True)
 class Caller:
     role: Role
-    owner: str  # a digest of the caller's key: what jobs belong to, never the key
+    owner: str  # a digest of the caller's key: what its work belongs to, never the key
+
+    @property
+    def tenant(self) -> Tenant:
+        return Tenant(self.owner, admin=self.role is Role.ADMIN)
 
 
 async def require_key(
@@ -88,8 +93,7 @@ async def require_key(
     role = role_for_key(services.settings, key)
     if role is None or key is None:
         raise NotAuthenticated("a valid API key is required (X-API-Key header)")
-    owner = hashlib.blake2b(key.encode(), digest_size=12, person=b"job-owner").hexdigest()
-    return Caller(role, owner)
+    return Caller(role, owner_of(key))
 
 
 async def require_admin(caller: Annotated[Caller, Depends(require_key)]) -> Caller:

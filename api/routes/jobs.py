@@ -89,7 +89,7 @@ async def submit(
 ) -> Response:
     payload = await read_json(request, services.settings.job_max_body_bytes)
     parsed = job_request(
-        payload, caller.owner, model_type, version, services.settings, idempotency_key
+        payload, caller.tenant, model_type, version, services.settings, idempotency_key
     )
     return accepted(await services.jobs.submit(parsed))
 
@@ -119,7 +119,7 @@ async def submit_job(
     summary="A job's status, progress and result",
 )
 async def job_status(job_id: JobId, services: ServicesDep, caller: ReaderDep) -> JobStatus:
-    return await services.jobs.status(caller.owner, job_id)
+    return await services.jobs.status(caller.tenant, job_id)
 
 
 @router.delete(
@@ -130,7 +130,7 @@ async def job_status(job_id: JobId, services: ServicesDep, caller: ReaderDep) ->
     summary="Cancel a queued or running job",
 )
 async def cancel_job(job_id: JobId, services: ServicesDep, caller: ReaderDep) -> JobStatus:
-    return await services.jobs.cancel(caller.owner, job_id)
+    return await services.jobs.cancel(caller.tenant, job_id)
 
 
 @router.get(
@@ -147,7 +147,7 @@ async def job_results(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> ResultsPage:
-    job, predictions = await services.jobs.results_page(caller.owner, job_id, offset, limit)
+    job, predictions = await services.jobs.results_page(caller.tenant, job_id, offset, limit)
     return ResultsPage(
         job_id=job_id,
         offset=offset,
@@ -167,7 +167,7 @@ async def job_results(
 async def job_results_csv(
     job_id: JobId, services: ServicesDep, caller: ReaderDep
 ) -> StreamingResponse:
-    lines = await services.jobs.results_csv(caller.owner, job_id)
+    lines = await services.jobs.results_csv(caller.tenant, job_id)
     return StreamingResponse(
         lines,
         media_type="text/csv",

@@ -22,6 +22,7 @@ from common.services.predictions import render_predictions
 from common.services.requests import JobRequest
 from common.settings import Settings
 from common.store import check_key
+from common.tenancy import Tenant
 
 log = logging.getLogger(__name__)
 CSV_PAGE_ROWS = 5000
@@ -73,7 +74,7 @@ class JobService:
                 earlier = await self._earlier(request)
                 if earlier is not None:
                     return await self.render(earlier)
-        return await self.status(request.owner, job.job_id)
+        return await self.render_id(job.job_id)
 
     async def _earlier(self, request: JobRequest) -> Job | None:
         """The job an earlier submission with this Idempotency-Key made (if it lives)."""
@@ -134,14 +135,21 @@ class JobService:
                 log.warning("could not fail job %s, which was never queued", job.job_id)
             raise
 
-    async def get(self, owner: str, job_id: str) -> Job:
+    async def get(self, tenant: Tenant, job_id: str) -> Job:
         job = await self.store.get(job_id)
-        if job is None or job.owner != owner:
+        if job is None or not tenant.sees(job.owner):
             raise JobNotFound(f"no job {job_id!r} (unknown, expired, or another key's)")
         return job
 
-    async def status(self, owner: str, job_id: str) -> JobStatus:
-        return await self.render(await self.get(owner, job_id))
+    async def status(self, tenant: Tenant, job_id: str) -> JobStatus:
+        return await self.render(await self.get(tenant, job_id))
+
+    async def render_id(self, job_id: str) -> JobStatus:
+        """The status of a job this request just made (so it is the caller's own)."""
+        job = await self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r} (expired at once: check job_ttl_seconds)")
+        return await self.render(job)
 
     async def render(self, job: Job) -> JobStatus:
         if job.state is not JobState.SUCCEEDED:
@@ -160,31 +168,31 @@ class JobService:
             )
         return job_status(job, location, result)
 
-    async def cancel(self, owner: str, job_id: str) -> JobStatus:
-        job = await self.get(owner, job_id)
+    async def cancel(self, tenant: Tenant, job_id: str) -> JobStatus:
+        job = await self.get(tenant, job_id)
         if not await self.store.move(job_id, JobState.CANCELLED, time.time()):
             raise JobConflict(f"job {job_id} has already ended ({job.state.value})")
         metrics.JOBS.labels("cancelled").inc()
         if job.callback_url:
             await self.dispatcher.send_callback(job_id)
-        return await self.status(owner, job_id)
+        return await self.status(tenant, job_id)
 
-    async def finished(self, owner: str, job_id: str) -> tuple[Job, ModelMetadata]:
-        job = await self.get(owner, job_id)
+    async def finished(self, tenant: Tenant, job_id: str) -> tuple[Job, ModelMetadata]:
+        job = await self.get(tenant, job_id)
         if job.state is not JobState.SUCCEEDED:
             raise JobConflict(f"job {job_id} is {job.state.value}; results exist once it succeeded")
         return job, await self.models.metadata(job.model_type, job.version)
 
     async def results_page(
-        self, owner: str, job_id: str, offset: int, limit: int
+        self, tenant: Tenant, job_id: str, offset: int, limit: int
     ) -> tuple[Job, list[dict[str, Any]]]:
-        job, meta = await self.finished(owner, job_id)
+        job, meta = await self.finished(tenant, job_id)
         page = await self.store.results(job, offset, limit)
         return job, render_predictions(meta, page)
 
-    async def results_csv(self, owner: str, job_id: str) -> AsyncIterator[str]:
+    async def results_csv(self, tenant: Tenant, job_id: str) -> AsyncIterator[str]:
         """All of a job's results as CSV text, a page at a time (checked before the first)."""
-        job, meta = await self.finished(owner, job_id)
+        job, meta = await self.finished(tenant, job_id)
 
         async def lines() -> AsyncIterator[str]:
             yield results_csv.header(meta)
@@ -220,7 +228,7 @@ class JobService:
         settle = asyncio.create_task(self._settle_when_done(job.job_id, task_id))
         self._settling.add(settle)
         settle.add_done_callback(self._settling.discard)
-        return await self.status(owner, job.job_id)
+        return await self.render_id(job.job_id)
 
     async def _settle_when_done(self, job_id: str, task_id: str) -> None:
         try:

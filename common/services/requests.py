@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from common.tenancy import Tenant
+
 
 @dataclass(frozen=True)
 class PredictRequest:
@@ -22,10 +24,14 @@ class Idempotency:
 
 @dataclass(frozen=True)
 class JobRequest:
-    owner: str
+    tenant: Tenant
     model_type: str | None
     version: str | None
     input_data: Any = None  # rows, as for a prediction ...
     input_object: str | None = None  # ... or the key of an object in the model store
     callback_url: str | None = None
     idempotency: Idempotency | None = None
+
+    @property
+    def owner(self) -> str:
+        return self.tenant.owner
