@@ -330,6 +330,30 @@ def test_dockerignore_keeps_local_state_and_secrets_out_of_the_context() -> None
         assert not ignored(path, rules), f"{path} is needed by an image but ignored"
 
 
+def test_every_file_an_image_copies_reaches_the_builder() -> None:
+    """Regression: queueing/ was copied by both images but left out of the context, so
+    `docker build` failed on a COPY whose source the builder never got."""
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    for dockerfile in (API_DOCKERFILE, WORKER_DOCKERFILE):
+        for source in copy_sources(parse_dockerfile(dockerfile)):
+            found = (
+                [source]
+                if (ROOT / source).is_file()
+                else [
+                    str(path.relative_to(ROOT))
+                    for path in (ROOT / source).rglob("*")
+                    if path.is_file() and "__pycache__" not in path.parts
+                ]
+            )
+            assert found, f"{dockerfile.name} copies {source}, which does not exist"
+            for path in found:
+                assert not ignored(path, rules), f"{dockerfile.name} copies {path}: ignored"
+
+
 # --- the code each image holds runs with that image's requirements -------------------------
 
 _IMPORT_PROBE = """
