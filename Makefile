@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements*.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench soak isolation venv lint clean
+.PHONY: run test bench soak isolation venv lint clean docs-assets
 
 $(STAMP): requirements.txt requirements-api.txt requirements-worker.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
@@ -20,8 +20,14 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m dev.run
 
+# tests.browser installs Debian's chromium for the browser tests if it is missing (as root).
 test: $(STAMP)
+	$(PY) -m tests.browser
 	$(PY) -m pytest
+
+# Not in CI: fetch the Swagger UI and ReDoc files of /docs and /redoc again (api/static).
+docs-assets:
+	bash dev/fetch_docs_assets.sh
 
 bench: $(STAMP)
 	$(PY) -m bench.sync_predict

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from common.training import DEMO_TYPES, TrainedModel, train_demo
+from tests.browser import Chromium, chromium_or_skip
 from tests.integration.stack import Stack, stack_fields
 
 pytestmark = pytest.mark.integration
@@ -90,3 +91,10 @@ def stack(build_stack: Callable[..., Stack]) -> Stack:
     """The shared stack: one worker process with two prefork children; stopped at the
     session's end (by started_stacks)."""
     return build_stack("main")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Chromium:
+    """Headless Chromium that reaches no host but 127.0.0.1 (tests/browser.py); installed
+    with apt-get when missing, the test skipped with the reason if it cannot be."""
+    return chromium_or_skip()
