@@ -80,5 +80,21 @@ def restore_sweep_seconds(settings: Settings) -> int:
 
 def worker_queues(settings: Settings) -> list[str]:
     """The queues a worker consumes, most urgent first (see `queue_order_strategy`):
-    synchronous predictions, then job work, then callbacks."""
-    return [settings.task_queue, settings.effective_job_queue, settings.effective_callback_queue]
+    synchronous predictions, then job work. Never callbacks: a receiver that is slow to
+    answer would hold a pool process a prediction is waiting for."""
+    return [settings.task_queue, settings.effective_job_queue]
+
+
+def callback_worker_options(settings: Settings) -> list[str]:
+    """`celery worker` options of the callback worker (`python -m worker --callbacks`):
+    the callback queue alone, on threads, since a delivery mostly waits on the network.
+    With `worker_prefetch_multiplier` 1 it reserves at most `callback_concurrency`
+    deliveries, each acknowledged once done (`task_acks_late`)."""
+    return [
+        "-Q",
+        settings.effective_callback_queue,
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(settings.callback_concurrency),
+    ]

@@ -23,7 +23,16 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 
 ONE_SHOT = {"create-bucket", "publish-models"}
-LONG_RUNNING = {"api", "worker", "redis", "minio", "flower", "prometheus", "grafana"}
+LONG_RUNNING = {
+    "api",
+    "worker",
+    "callback-worker",
+    "redis",
+    "minio",
+    "flower",
+    "prometheus",
+    "grafana",
+}
 # AUTH$: FLOWER_BASIC_AUTH, REDISCLI_AUTH (not GF_AUTH_ANONYMOUS_ENABLED).
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|API_KEYS|AUTH$")
 REQUIRED_VARIABLE = re.compile(r"^\$\{([A-Z][A-Z0-9_]*):\?[^}]+\}$")
@@ -202,8 +211,20 @@ def test_redis_healthcheck_authenticates_from_the_environment(services: dict[str
     assert environment(redis)["REDISCLI_AUTH"] == environment(redis)["REDIS_PASSWORD"]
 
 
+def test_callbacks_have_a_worker_of_their_own(services: dict[str, Any]) -> None:
+    """The callback queue's consumer: the worker's image, on threads (worker/__main__.py),
+    its warm shutdown longer than one delivery's deadline."""
+    callbacks, worker = services["callback-worker"], services["worker"]
+    assert callbacks["command"] == ["python", "-m", "worker", "--callbacks"]
+    assert (callbacks["image"], callbacks["build"]) == (worker["image"], worker["build"])
+    assert "container_name" not in callbacks and "ports" not in callbacks
+    assert callbacks["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.ping"]
+    grace = int(callbacks["stop_grace_period"].rstrip("s"))
+    assert grace > Settings().callback_timeout_seconds
+
+
 def test_dependencies_wait_for_health_and_completion(services: dict[str, Any]) -> None:
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "callback-worker"):
         deps = depends_on(services[name])
         assert deps["redis"] == "service_healthy", name
         assert deps["publish-models"] == "service_completed_successfully", name
@@ -258,7 +279,14 @@ def test_one_redis_password_for_every_service(services: dict[str, Any]) -> None:
             if key in {"REDIS_PASSWORD", "REDISCLI_AUTH", "SERVING_REDIS_PASSWORD"}:
                 users[(name, key)] = REQUIRED_VARIABLE.match(value).group(1)  # type: ignore[union-attr]
     assert set(users.values()) == {"REDIS_PASSWORD"}
-    assert {name for name, _ in users} == {"redis", "api", "worker", "publish-models", "flower"}
+    assert {name for name, _ in users} == {
+        "redis",
+        "api",
+        "worker",
+        "callback-worker",
+        "publish-models",
+        "flower",
+    }
 
 
 def test_secrets_never_reach_a_command_line(services: dict[str, Any]) -> None:
@@ -326,7 +354,7 @@ def test_env_example_lists_every_required_variable_with_a_placeholder(
 
 def test_services_share_the_serving_settings(services: dict[str, Any]) -> None:
     fields = set(Settings.model_fields)
-    for name in ("api", "worker", "publish-models"):
+    for name in ("api", "worker", "callback-worker", "publish-models"):
         env = environment(services[name])
         for key, value in SERVING_ENV.items():
             assert env[key] == value, (name, key)
@@ -337,12 +365,13 @@ def test_services_share_the_serving_settings(services: dict[str, Any]) -> None:
         assert env["SERVING_REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?"), name
     assert "SERVING_API_KEYS" in environment(services["api"])
     assert "SERVING_API_KEYS" not in environment(services["worker"])
+    assert "SERVING_API_KEYS" not in environment(services["callback-worker"])
 
 
 def test_api_and_workers_share_the_sqlite_volume(
     compose: dict[str, Any], services: dict[str, Any]
 ) -> None:
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "callback-worker"):
         assert "predictions:/data" in services[name]["volumes"], name
     assert "predictions" in compose["volumes"]
 
@@ -444,6 +473,7 @@ def test_prometheus_targets_are_compose_services(services: dict[str, Any]) -> No
     ports = {
         "api": {container for _, _, container in published_ports(services["api"])},
         "worker": set(services["worker"]["expose"]),
+        "callback-worker": set(services["callback-worker"]["expose"]),
         "flower": {container for _, _, container in published_ports(services["flower"])},
     }
     seen = set()
@@ -458,7 +488,7 @@ def test_prometheus_targets_are_compose_services(services: dict[str, Any]) -> No
             for host in dns["names"]:
                 assert str(dns["port"]) in ports[host], host
                 seen.add(host)
-    assert seen == {"api", "worker", "flower"}
+    assert seen == {"api", "worker", "callback-worker", "flower"}
 
 
 def _compose_binary() -> list[str] | None:

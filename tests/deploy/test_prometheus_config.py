@@ -152,11 +152,13 @@ def test_config_scrapes_every_service() -> None:
     for rule_file in config["rule_files"]:
         assert (CONFIG.parent / rule_file).resolve() == RULES
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"api", "worker", "flower", "prometheus"}
+    assert set(jobs) == {"api", "worker", "callback-worker", "flower", "prometheus"}
     assert jobs["api"]["static_configs"][0]["targets"] == ["api:8000"]
     # Every replica of the scaled worker service, from Docker's DNS.
     (dns,) = jobs["worker"]["dns_sd_configs"]
     assert (dns["names"], dns["type"], dns["port"]) == (["worker"], "A", 9808)
+    (dns,) = jobs["callback-worker"]["dns_sd_configs"]
+    assert (dns["names"], dns["type"], dns["port"]) == (["callback-worker"], "A", 9808)
     assert jobs["flower"]["static_configs"][0]["targets"] == ["flower:5555"]
     # The alerts' job selectors match the job names.
     exprs = " ".join(rule["expr"] for rule in alert_rules())

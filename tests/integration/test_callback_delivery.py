@@ -25,6 +25,7 @@ from common.callbacks import SIGNATURE_HEADER, verify
 from common.training import breast_cancer
 from tests.integration.stack import CALLBACK_SECRET, Stack
 from tests.integration.test_jobs import csv_bytes, rows, wait_for
+from tests.integration.uploads import put_upload
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +104,14 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def calling(make_stack: Callable[..., Stack]) -> Stack:
-    return make_stack("callbacks", callback_max_attempts=MAX_ATTEMPTS)
+    return make_stack(
+        "callbacks",
+        callback_max_attempts=MAX_ATTEMPTS,
+        # The receiver is on loopback, which callbacks reach only when it is allowed.
+        callback_allowed_networks="127.0.0.1/32",
+        # JOBS + 1 jobs go in within seconds, faster than a fresh worker ends them.
+        max_jobs_per_key=JOBS + 10,
+    )
 
 
 def assert_signed(delivery: Delivery) -> None:
@@ -216,12 +224,10 @@ def test_a_failed_job_calls_back_with_its_error(calling: Stack, receiver: Receiv
     cells = text[3].split(",")
     cells[1 + names.index("mean texture")] = "n/a"
     text[3] = ",".join(cells)  # line 4 of the file: the header is line 1
-    calling.registry().store.put("inputs/bad-texture.csv", ("\n".join(text) + "\n").encode())
+    key = put_upload(calling, "bad-texture.csv", ("\n".join(text) + "\n").encode())
     url = receiver.url(0, "failed-job")
     with calling.client() as client:
-        job = client.post(
-            "/jobs", json={"input_object": "inputs/bad-texture.csv", "callback_url": url}
-        )
+        job = client.post("/jobs", json={"input_object": key, "callback_url": url})
         assert job.status_code == 202, job.text
         done, _ = wait_for(client, job.json()["status_url"], {"succeeded", "failed"})
         found = receiver.wait_for(url, 1, 30)

@@ -1,4 +1,7 @@
-"""Job callbacks reach a real local HTTP server, signed, and are retried after a failure."""
+"""Job callbacks reach a real local HTTP server, signed, and are retried after a failure.
+
+The receiver listens on 127.0.0.1, which the shared stack allows
+(SERVING_CALLBACK_ALLOWED_NETWORKS=127.0.0.1/32, tests/integration/stack.py)."""
 
 from __future__ import annotations
 

@@ -4,11 +4,9 @@ at the latest. Real stacks: API, Celery workers, Redis, S3 server."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import pickle
 import signal
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -26,6 +24,7 @@ from common.training import TrainedModel, breast_cancer
 from dev.services import wait_until
 from tests.integration.slow_models import RaisingModel
 from tests.integration.stack import Stack
+from tests.integration.uploads import put_upload
 
 pytestmark = pytest.mark.integration
 
@@ -120,10 +119,10 @@ def test_chunks_that_never_run_end_the_job_at_the_stall_limit(faults: Stack) -> 
 def test_a_preparation_that_kills_its_process_is_capped(faults: Stack) -> None:
     """SIGKILL of the pool process reading a job's input object: with one attempt allowed,
     the redelivered preparation ends the job `worker_crashed` instead of looping."""
-    faults.registry().store.put("inputs/big.csv", csv_rows(200_000))
+    key = put_upload(faults, "big.csv", csv_rows(200_000))
     worker = next(p for p in faults.processes if p.name.startswith("worker") and p.alive())
     with faults.client() as client:
-        job = client.post("/jobs", json={"input_object": "inputs/big.csv"}).json()
+        job = client.post("/jobs", json={"input_object": key}).json()
         deadline = time.monotonic() + 30
         while client.get(job["status_url"]).json()["status"] != "running":
             assert time.monotonic() < deadline, "the preparation never started"
@@ -135,53 +134,6 @@ def test_a_preparation_that_kills_its_process_is_capped(faults: Stack) -> None:
     assert done["status"] == "failed", done
     assert done["error"]["type"] == "worker_crashed"
     assert done["progress"]["rows_total"] == 0  # it never got past reading the object
-
-
-class HoldingReceiver(http.server.ThreadingHTTPServer):
-    """Takes a callback's connection and never answers (for 30 s): the delivery hangs."""
-
-    def __init__(self) -> None:
-        self.arrived: list[float] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                receiver.arrived.append(time.monotonic())
-                time.sleep(30)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.daemon_threads = True
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-
-def test_a_callback_delivery_that_kills_its_process_is_capped(faults: Stack) -> None:
-    """SIGKILL of the pool process delivering a callback: with one attempt allowed, the
-    redelivered task gives up instead of delivering again (and again)."""
-    receiver = HoldingReceiver()
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    worker = next(p for p in faults.processes if p.name.startswith("worker") and p.alive())
-    try:
-        with faults.client() as client:
-            body = {"input_data": [EXAMPLE_ROW], "callback_url": receiver.url}
-            job = client.post("/jobs", json=body)
-            assert job.status_code == 202, job.text
-            wait_until(lambda: bool(receiver.arrived), 30, "the callback's delivery")
-            children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text()
-            for pid in children.split():
-                os.kill(int(pid), signal.SIGKILL)
-            time.sleep(8)  # the pool comes back and takes the redelivered task
-            status = client.get(job.json()["status_url"]).json()
-    finally:
-        receiver.shutdown()
-        receiver.server_close()
-    assert status["status"] == "succeeded"  # a callback never changes its job
-    assert len(receiver.arrived) == 1, receiver.arrived
 
 
 def test_a_deferred_prediction_outlives_celerys_result_expiry(
