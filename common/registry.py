@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from common.errors import InvalidModelName, ModelNotFound, ModelUnavailable, PublishError
-from common.store import ObjectMissing, ObjectStore
+from common.store import RESULTS_PREFIX, UPLOADS_PREFIX, ObjectMissing, ObjectStore
 
 REGISTRY_KEY = "registry.json"
 METADATA_FILE = "metadata.json"
@@ -23,6 +23,8 @@ METADATA_FILE = "metadata.json"
 MODEL_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _PATTERNS = {"model type": re.compile(MODEL_TYPE_PATTERN), "version": re.compile(VERSION_PATTERN)}
+# The callers' objects share the store's bucket under these names: no model type takes one.
+RESERVED_MODEL_TYPES = frozenset({UPLOADS_PREFIX, RESULTS_PREFIX})
 
 ArtifactFormat = Literal["xgboost-ubj", "xgboost-json", "skops", "pickle", "joblib"]
 ARTIFACT_FILES: dict[str, str] = {
@@ -198,6 +200,11 @@ class Registry:
         make_default: bool = False,
     ) -> ModelMetadata:
         model_type = check_name(str(meta_fields.get("model_type", "")), "model type")
+        if model_type.lower() in RESERVED_MODEL_TYPES:
+            raise InvalidModelName(
+                f"the model type {model_type!r} is reserved: the store keeps callers' "
+                f"{model_type.lower()} under that name; choose another"
+            )
         version = str(meta_fields.get("version") or self.next_version(model_type))
         check_name(version, "version")
         if not artifact:

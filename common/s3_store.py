@@ -106,12 +106,19 @@ class S3Store:
         return True
 
     def list(self, prefix: str = "") -> list[str]:
+        return sorted(self._listing(prefix))
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        return dict(sorted(self._listing(prefix).items()))
+
+    def _listing(self, prefix: str) -> dict[str, int]:
         full = self.prefix + (check_key(prefix.rstrip("/")) + "/" if prefix else "")
-        keys: list[str] = []
+        found: dict[str, int] = {}
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
-        return sorted(keys)
+            for item in page.get("Contents", []):
+                found[item["Key"][len(self.prefix) :]] = int(item["Size"])
+        return found
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"

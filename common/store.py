@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_KEY_BYTES = 1024  # S3's own limit: refused here, not by S3 outside the handled path
+# The model store shares its bucket with the callers' objects, under these two names
+# (which no model type may take): `uploads/<owner>/<name>`, `results/<job_id>.<ext>`.
+UPLOADS_PREFIX = "uploads"
+RESULTS_PREFIX = "results"
 
 
 class ObjectMissing(KeyError):
@@ -59,6 +63,10 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Every object under the prefix (a folder: whole segments), with its size in bytes."""
+        ...
+
     def describe(self) -> str: ...
     def location(self, key: str, seconds: int) -> str:
         """Where a reader finds the object: a presigned URL, or a local path."""
@@ -130,6 +138,15 @@ class LocalStore:
             for p in base.rglob("*")
             if p.is_file() and not p.name.startswith(".tmp-")
         )
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for key in self.list(prefix):
+            try:
+                sizes[key] = (self.root / key).stat().st_size
+            except FileNotFoundError:
+                continue  # deleted since it was listed
+        return sizes
 
     def describe(self) -> str:
         return f"local folder {self.root}"

@@ -1,7 +1,8 @@
 """Periodic work every worker runs in its main process, one worker at a time: the job
-sweeper (ends jobs that stalled, settles deferred predictions whose front end is gone),
-draining the prediction log's spool into the database once it takes writes again, and
-deleting log rows past `log_retention_days`.
+sweeper (ends jobs that stalled, settles deferred predictions whose front end is gone,
+deletes the store objects of expired jobs: results, a job body's upload), draining the
+prediction log's spool into the database once it takes writes again, and deleting log
+rows past `log_retention_days`.
 
 A thread started once the pool has forked, instead of Celery beat: nothing extra to
 deploy or keep single, since a Redis lock lets only one worker sweep at a time however
@@ -91,6 +92,9 @@ class Housekeeping:
         swept = sweep_jobs(resources, self.settings, now)
         if swept:
             log.info("sweeper: ended or settled %d stalled jobs", swept)
+        expired = resources.runner.expire_objects(now)
+        if expired:
+            log.info("sweeper: %d objects of expired jobs deleted from the store", expired)
         drained = resources.log.drain()
         if drained:
             log.info("prediction log: %d spooled rows written to the database", drained)

@@ -31,7 +31,7 @@ from common.job_inputs.plan import (
     slice_from_json,
 )
 from common.registry import ModelMetadata
-from common.store import ObjectMissing, ObjectStore
+from common.store import RESULTS_PREFIX, ObjectMissing, ObjectStore
 
 __all__ = [
     "CsvSlice",
@@ -49,9 +49,11 @@ __all__ = [
 _ERROR_CODE = re.compile(r"^[A-Za-z0-9.]{1,64}$")
 
 
-def output_key(input_key: str) -> str:
-    """Where a job's results object goes: beside its input, `<name>.predictions.csv`."""
-    return input_key.rsplit(".", 1)[0] + ".predictions.csv"
+def output_key(job_id: str, input_key: str) -> str:
+    """Where a job's results object goes: under the job's id, never beside its input (a
+    name the caller picked), as Parquet for a Parquet input and CSV otherwise."""
+    suffix = "parquet" if input_format(input_key) == "parquet" else "csv"
+    return f"{RESULTS_PREFIX}/{job_id}.{suffix}"
 
 
 def plan_input(

@@ -34,10 +34,13 @@ from common.job_inputs import (
 )
 from common.registry import Feature, ModelMetadata
 from common.store import LocalStore, ObjectStore
+from common.tenancy import owner_of
 from tests.common.test_store import key_of_bytes, make_s3_store
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURES = ["alpha", "beta", "gamma"]
+# A job's input is one of its key's uploads: the objects here sit where those do.
+UPLOADS = f"uploads/{owner_of('reader-key-for-tests')}"
 
 
 def make_meta(names: list[str]) -> ModelMetadata:
@@ -76,13 +79,13 @@ def refusal(store: ObjectStore, key: str, **limits: int) -> InvalidInput:
 
 def test_a_csv_reads_in_feature_order_ignoring_other_columns(store: LocalStore) -> None:
     text = "id,gamma,note,alpha,beta\n7,3.5,x,1,-2e3\n8, 6 ,y,4.25,5\n9,0,z,-0.5,1e38\n"
-    store.put("jobs/in.csv", text.encode())
+    store.put(f"{UPLOADS}/in.csv", text.encode())
 
-    planned = plan(store, "jobs/in.csv")
+    planned = plan(store, f"{UPLOADS}/in.csv")
 
     assert planned.format == "csv"
     assert planned.n_rows == 3
-    assert read_all(store, "jobs/in.csv", planned) == [
+    assert read_all(store, f"{UPLOADS}/in.csv", planned) == [
         [1.0, -2000.0, 3.5],
         [4.25, 5.0, 6.0],
         [-0.5, 1e38, 0.0],
@@ -91,11 +94,11 @@ def test_a_csv_reads_in_feature_order_ignoring_other_columns(store: LocalStore) 
 
 def test_a_bom_crlf_lines_and_no_final_newline(store: LocalStore) -> None:
     text = "\ufeffalpha,beta,gamma\r\n1,2,3\r\n4,5,6"
-    store.put("jobs/in.csv", text.encode())
+    store.put(f"{UPLOADS}/in.csv", text.encode())
 
-    planned = plan(store, "jobs/in.csv")
+    planned = plan(store, f"{UPLOADS}/in.csv")
 
-    assert read_all(store, "jobs/in.csv", planned) == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    assert read_all(store, f"{UPLOADS}/in.csv", planned) == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
 
 
 def numbered_csv(count: int) -> bytes:
@@ -106,9 +109,9 @@ def numbered_csv(count: int) -> bytes:
 @pytest.mark.parametrize("chunk_rows", [1, 3, 7, 100])
 def test_csv_slices_cover_every_row_once_in_order(store: LocalStore, chunk_rows: int) -> None:
     data = numbered_csv(7)
-    store.put("jobs/in.csv", data)
+    store.put(f"{UPLOADS}/in.csv", data)
 
-    planned = plan(store, "jobs/in.csv", chunk_rows=chunk_rows)
+    planned = plan(store, f"{UPLOADS}/in.csv", chunk_rows=chunk_rows)
 
     slices = [piece for piece in planned.slices if isinstance(piece, CsvSlice)]
     assert len(slices) == len(planned.slices) == math.ceil(7 / chunk_rows)
@@ -120,27 +123,27 @@ def test_csv_slices_cover_every_row_once_in_order(store: LocalStore, chunk_rows:
         assert before.stop == after.start
         assert after.first_line == before.first_line + before.n_rows
     assert slices[0].first_line == 2
-    assert read_all(store, "jobs/in.csv", planned) == [[i, i * 10, -i] for i in range(7)]
+    assert read_all(store, f"{UPLOADS}/in.csv", planned) == [[i, i * 10, -i] for i in range(7)]
 
 
 def test_csv_slices_are_also_cut_by_size(
     store: LocalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(csv_input, "MAX_SLICE_BYTES", 40)
-    store.put("jobs/in.csv", numbered_csv(30))
+    store.put(f"{UPLOADS}/in.csv", numbered_csv(30))
 
-    planned = plan(store, "jobs/in.csv", chunk_rows=1000)
+    planned = plan(store, f"{UPLOADS}/in.csv", chunk_rows=1000)
 
     slices = [piece for piece in planned.slices if isinstance(piece, CsvSlice)]
     assert len(slices) > 3
     assert all(piece.stop - piece.start < 40 + 20 for piece in slices)
-    assert read_all(store, "jobs/in.csv", planned) == [[i, i * 10, -i] for i in range(30)]
+    assert read_all(store, f"{UPLOADS}/in.csv", planned) == [[i, i * 10, -i] for i in range(30)]
 
 
 def test_the_plan_is_plain_json_and_comes_back_equal(store: LocalStore) -> None:
-    store.put("jobs/in.csv", b"beta,alpha,gamma\n1,2,3\n4,5,6\n7,8,9\n")
+    store.put(f"{UPLOADS}/in.csv", b"beta,alpha,gamma\n1,2,3\n4,5,6\n7,8,9\n")
 
-    planned = plan(store, "jobs/in.csv")
+    planned = plan(store, f"{UPLOADS}/in.csv")
     sent = json.loads(json.dumps(planned.to_json()))
 
     assert sent == {
@@ -167,7 +170,7 @@ def test_the_plan_is_plain_json_and_comes_back_equal(store: LocalStore) -> None:
     }
     assert InputPlan.from_json(sent) == planned
     assert slice_from_json(sent["slices"][1]) == planned.slices[1]
-    assert read_slice(store, "jobs/in.csv", META, slice_from_json(sent["slices"][1])) == [
+    assert read_slice(store, f"{UPLOADS}/in.csv", META, slice_from_json(sent["slices"][1])) == [
         [8.0, 7.0, 9.0]
     ]
 
@@ -183,15 +186,15 @@ def test_a_quoted_field_may_span_lines_and_later_lines_keep_their_numbers(
     store: LocalStore,
 ) -> None:
     text = 'alpha,note,beta,gamma\n1,"two\nlines",2,3\n4,"a ""quote""",5,6\n7,x,bad,9\n'
-    store.put("jobs/in.csv", text.encode())
+    store.put(f"{UPLOADS}/in.csv", text.encode())
 
-    error = refusal(store, "jobs/in.csv")
+    error = refusal(store, f"{UPLOADS}/in.csv")
     assert error.message == "invalid CSV input: line 5: beta: 'bad' is not a number"
 
-    store.put("jobs/in.csv", text.replace("bad", "8").encode())
-    planned = plan(store, "jobs/in.csv", chunk_rows=1)
+    store.put(f"{UPLOADS}/in.csv", text.replace("bad", "8").encode())
+    planned = plan(store, f"{UPLOADS}/in.csv", chunk_rows=1)
     assert [piece.to_json()["first_line"] for piece in planned.slices] == [2, 4, 5]
-    assert read_all(store, "jobs/in.csv", planned) == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert read_all(store, f"{UPLOADS}/in.csv", planned) == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
 
 
 @pytest.mark.parametrize(
@@ -218,16 +221,16 @@ def test_a_quoted_field_may_span_lines_and_later_lines_keep_their_numbers(
 def test_bad_csv_input_is_refused_naming_the_line_and_feature(
     store: LocalStore, text: str, message: str
 ) -> None:
-    store.put("jobs/in.csv", text.encode())
+    store.put(f"{UPLOADS}/in.csv", text.encode())
 
-    assert message in refusal(store, "jobs/in.csv").message
+    assert message in refusal(store, f"{UPLOADS}/in.csv").message
 
 
 def test_at_most_five_problems_are_listed(store: LocalStore) -> None:
     text = "alpha,beta,gamma\n" + "".join(f"{i},x,3\n" for i in range(9))
-    store.put("jobs/in.csv", text.encode())
+    store.put(f"{UPLOADS}/in.csv", text.encode())
 
-    error = refusal(store, "jobs/in.csv")
+    error = refusal(store, f"{UPLOADS}/in.csv")
 
     problems = [f"line {n}: beta: 'x' is not a number" for n in range(2, 7)]
     assert error.details == {"problems": problems}
@@ -235,17 +238,17 @@ def test_at_most_five_problems_are_listed(store: LocalStore) -> None:
 
 
 def test_rows_past_the_limit_are_refused(store: LocalStore) -> None:
-    store.put("jobs/in.csv", numbered_csv(4))
+    store.put(f"{UPLOADS}/in.csv", numbered_csv(4))
 
-    assert "more than 3 rows" in refusal(store, "jobs/in.csv", max_rows=3).message
-    assert plan(store, "jobs/in.csv", max_rows=4).n_rows == 4
+    assert "more than 3 rows" in refusal(store, f"{UPLOADS}/in.csv", max_rows=3).message
+    assert plan(store, f"{UPLOADS}/in.csv", max_rows=4).n_rows == 4
 
 
 def test_a_field_over_the_csv_modules_limit_is_invalid_input(store: LocalStore) -> None:
     text = "alpha,note,beta,gamma\n1,short,2,3\n1," + "n" * (200 * 1024) + ",2,3\n"
-    store.put("jobs/in.csv", text.encode())
+    store.put(f"{UPLOADS}/in.csv", text.encode())
 
-    error = refusal(store, "jobs/in.csv")
+    error = refusal(store, f"{UPLOADS}/in.csv")
 
     assert error.message == (
         "invalid CSV input: line 3: a field is longer than 131072 characters, the limit"
@@ -254,36 +257,36 @@ def test_a_field_over_the_csv_modules_limit_is_invalid_input(store: LocalStore) 
 
 def test_a_line_over_the_line_limit_is_invalid_input(store: LocalStore) -> None:
     wide = ",".join(["9" * 1000] * 1100)  # 1.1 MB of short enough fields
-    store.put("jobs/in.csv", f"alpha,beta,gamma\n1,2,3\n{wide}\n".encode())
+    store.put(f"{UPLOADS}/in.csv", f"alpha,beta,gamma\n1,2,3\n{wide}\n".encode())
 
-    error = refusal(store, "jobs/in.csv")
+    error = refusal(store, f"{UPLOADS}/in.csv")
 
     assert error.message == "invalid CSV input: line 3: the line is longer than 1048576 bytes"
 
 
 def test_a_line_that_is_not_utf8_is_invalid_input(store: LocalStore) -> None:
-    store.put("jobs/in.csv", b"alpha,beta,gamma\n1,2,3\n4,5,6\n7,\xff\xfe,9\n")
+    store.put(f"{UPLOADS}/in.csv", b"alpha,beta,gamma\n1,2,3\n4,5,6\n7,\xff\xfe,9\n")
 
-    error = refusal(store, "jobs/in.csv")
+    error = refusal(store, f"{UPLOADS}/in.csv")
 
     assert error.message == "invalid CSV input: line 4: the line is not valid UTF-8"
 
 
 def test_a_header_that_is_not_utf8_is_invalid_input(store: LocalStore) -> None:
-    store.put("jobs/in.csv", b"alpha,b\xe9ta,gamma\n1,2,3\n")
+    store.put(f"{UPLOADS}/in.csv", b"alpha,b\xe9ta,gamma\n1,2,3\n")
 
-    assert refusal(store, "jobs/in.csv").message == (
+    assert refusal(store, f"{UPLOADS}/in.csv").message == (
         "invalid CSV input: line 1: the line is not valid UTF-8"
     )
 
 
 def test_a_slice_of_an_object_replaced_since_its_plan_is_refused(store: LocalStore) -> None:
-    store.put("jobs/in.csv", numbered_csv(6))
-    planned = plan(store, "jobs/in.csv", chunk_rows=4)
-    store.put("jobs/in.csv", numbered_csv(5))
+    store.put(f"{UPLOADS}/in.csv", numbered_csv(6))
+    planned = plan(store, f"{UPLOADS}/in.csv", chunk_rows=4)
+    store.put(f"{UPLOADS}/in.csv", numbered_csv(5))
 
     with pytest.raises(InvalidInput, match="changed while its job ran"):
-        read_slice(store, "jobs/in.csv", META, planned.slices[1])
+        read_slice(store, f"{UPLOADS}/in.csv", META, planned.slices[1])
 
 
 # --- limits, missing objects, store failures -----------------------------------------
@@ -308,7 +311,7 @@ class NoReads:
         raise AssertionError("the object was read whole")
 
 
-@pytest.mark.parametrize("key", ["jobs/in.csv", "jobs/in.parquet"])
+@pytest.mark.parametrize("key", [f"{UPLOADS}/in.csv", f"{UPLOADS}/in.parquet"])
 def test_an_object_over_the_size_limit_is_refused_before_reading(
     store: LocalStore, key: str
 ) -> None:
@@ -325,12 +328,12 @@ def test_an_object_over_the_size_limit_is_refused_before_reading(
 
 
 def test_an_object_at_the_size_limit_is_read(store: LocalStore) -> None:
-    store.put("jobs/in.csv", numbered_csv(5))
+    store.put(f"{UPLOADS}/in.csv", numbered_csv(5))
 
-    assert plan(store, "jobs/in.csv", max_bytes=store.size("jobs/in.csv")).n_rows == 5
+    assert plan(store, f"{UPLOADS}/in.csv", max_bytes=store.size(f"{UPLOADS}/in.csv")).n_rows == 5
 
 
-@pytest.mark.parametrize("key", ["jobs/none.csv", "jobs/none.parquet"])
+@pytest.mark.parametrize("key", [f"{UPLOADS}/none.csv", f"{UPLOADS}/none.parquet"])
 def test_a_missing_object_is_invalid_input(store: LocalStore, key: str) -> None:
     assert refusal(store, key).message == f"no object {key!r} in the store"
 
@@ -399,7 +402,7 @@ STORE_ERRORS = [
 
 
 @pytest.mark.parametrize(("error", "reason"), STORE_ERRORS)
-@pytest.mark.parametrize("key", ["jobs/in.csv", "jobs/in.parquet"])
+@pytest.mark.parametrize("key", [f"{UPLOADS}/in.csv", f"{UPLOADS}/in.parquet"])
 def test_a_store_failure_mid_read_is_store_unavailable_without_its_text(
     store_root: Path, error: Exception, reason: str, key: str
 ) -> None:
@@ -423,13 +426,13 @@ def test_a_store_failure_mid_read_is_store_unavailable_without_its_text(
 
 def test_a_store_failure_reading_a_slice_is_store_unavailable(store_root: Path) -> None:
     failing = FailingStore(store_root, OSError(errno.ECONNRESET, "secret"), 10**9, 10**9)
-    failing.put("jobs/in.csv", numbered_csv(5))
-    planned = plan(failing, "jobs/in.csv")
+    failing.put(f"{UPLOADS}/in.csv", numbered_csv(5))
+    planned = plan(failing, f"{UPLOADS}/in.csv")
 
     with pytest.raises(
-        StoreUnavailable, match=r"'jobs/in.csv' \(ConnectionResetError ECONNRESET\)$"
+        StoreUnavailable, match=rf"'{UPLOADS}/in.csv' \(ConnectionResetError ECONNRESET\)$"
     ):
-        read_slice(failing, "jobs/in.csv", META, planned.slices[0])
+        read_slice(failing, f"{UPLOADS}/in.csv", META, planned.slices[0])
 
 
 # --- Parquet -----------------------------------------------------------------------
@@ -467,7 +470,9 @@ def test_input_format_follows_the_suffix() -> None:
     ]
 
 
-@pytest.mark.parametrize(("key", "chunk_rows"), [("jobs/in.parquet", 3), ("jobs/in.pq", 4)])
+@pytest.mark.parametrize(
+    ("key", "chunk_rows"), [(f"{UPLOADS}/in.parquet", 3), (f"{UPLOADS}/in.pq", 4)]
+)
 def test_a_parquet_file_reads_in_feature_order_in_slices(
     store: LocalStore, key: str, chunk_rows: int
 ) -> None:
@@ -532,11 +537,11 @@ def test_a_parquet_slice_reads_only_its_row_groups_and_feature_columns(
 ) -> None:
     recording = RecordingStore(store_root)
     data = parquet_bytes(parquet_table(4000), row_group_size=1000, compression="none")
-    recording.put("jobs/in.parquet", data)
+    recording.put(f"{UPLOADS}/in.parquet", data)
     metadata = pq.ParquetFile(io.BytesIO(data)).metadata
     recording.reads = []
 
-    rows = read_slice(recording, "jobs/in.parquet", META, ParquetSlice(1500, 2300))
+    rows = read_slice(recording, f"{UPLOADS}/in.parquet", META, ParquetSlice(1500, 2300))
 
     assert rows == expected_rows(2300)[1500:]
     footer = recording.reads.pop(0)  # the last 64 KiB, where the metadata is
@@ -553,27 +558,27 @@ def test_a_parquet_slice_reads_only_its_row_groups_and_feature_columns(
 
 
 def test_a_parquet_slice_inside_one_large_row_group(store: LocalStore) -> None:
-    store.put("jobs/in.parquet", parquet_bytes(parquet_table(150_000)))
+    store.put(f"{UPLOADS}/in.parquet", parquet_bytes(parquet_table(150_000)))
 
     # Across the boundary of two of pyarrow's batches (65,536 rows each).
-    rows = read_slice(store, "jobs/in.parquet", META, ParquetSlice(131_070, 131_075))
+    rows = read_slice(store, f"{UPLOADS}/in.parquet", META, ParquetSlice(131_070, 131_075))
 
     assert rows == expected_rows(131_075)[131_070:]
 
 
 def test_a_parquet_file_missing_a_feature_column(store: LocalStore) -> None:
-    store.put("jobs/in.parquet", parquet_bytes(parquet_table(5).drop_columns(["beta"])))
+    store.put(f"{UPLOADS}/in.parquet", parquet_bytes(parquet_table(5).drop_columns(["beta"])))
 
-    assert refusal(store, "jobs/in.parquet").message == (
+    assert refusal(store, f"{UPLOADS}/in.parquet").message == (
         "the Parquet file lacks the model's features ['beta']"
     )
 
 
 def test_a_parquet_feature_column_that_is_not_numeric(store: LocalStore) -> None:
     table = parquet_table(5).set_column(1, "gamma", pa.array(["1"] * 5))
-    store.put("jobs/in.parquet", parquet_bytes(table))
+    store.put(f"{UPLOADS}/in.parquet", parquet_bytes(table))
 
-    assert refusal(store, "jobs/in.parquet").message == (
+    assert refusal(store, f"{UPLOADS}/in.parquet").message == (
         "the Parquet file's feature columns are not numeric: ['gamma (string)']"
     )
 
@@ -582,9 +587,9 @@ def test_nulls_and_bad_floats_in_parquet_name_their_rows(store: LocalStore) -> N
     alpha = [0.0, None, 2.0, float("nan"), 4.0, float("-inf"), 5e38, 7.0]
     table = parquet_table(8).set_column(4, "alpha", pa.array(alpha, pa.float64()))
     beta = pa.array([True, True, None, True, True, True, True, True])
-    store.put("jobs/in.parquet", parquet_bytes(table.set_column(3, "beta", beta)))
+    store.put(f"{UPLOADS}/in.parquet", parquet_bytes(table.set_column(3, "beta", beta)))
 
-    error = refusal(store, "jobs/in.parquet")
+    error = refusal(store, f"{UPLOADS}/in.parquet")
 
     assert error.details == {
         "problems": [
@@ -604,9 +609,9 @@ def test_nulls_and_bad_floats_in_parquet_name_their_rows(store: LocalStore) -> N
     ids=["csv", "empty", "garbage"],
 )
 def test_a_file_that_is_not_parquet_is_invalid_input(store: LocalStore, data: bytes) -> None:
-    store.put("jobs/in.parquet", data)
+    store.put(f"{UPLOADS}/in.parquet", data)
 
-    assert refusal(store, "jobs/in.parquet").message.startswith(
+    assert refusal(store, f"{UPLOADS}/in.parquet").message.startswith(
         "the input object is not a readable Parquet file ("
     )
 
@@ -615,19 +620,19 @@ def test_corrupt_parquet_pages_are_invalid_input_not_a_store_error(store: LocalS
     data = bytearray(parquet_bytes(parquet_table(2000), compression="snappy"))
     low, high = chunk_ranges(pq.ParquetFile(io.BytesIO(data)).metadata, 0)["gamma"]
     data[low + 10 : high - 10] = b"\x07" * (high - low - 20)
-    store.put("jobs/in.parquet", bytes(data))
+    store.put(f"{UPLOADS}/in.parquet", bytes(data))
 
-    assert refusal(store, "jobs/in.parquet").message.startswith(
+    assert refusal(store, f"{UPLOADS}/in.parquet").message.startswith(
         "the input object is not a readable Parquet file ("
     )
 
 
 def test_parquet_with_no_rows_or_too_many(store: LocalStore) -> None:
-    store.put("jobs/empty.parquet", parquet_bytes(parquet_table(0)))
-    store.put("jobs/big.parquet", parquet_bytes(parquet_table(11)))
+    store.put(f"{UPLOADS}/empty.parquet", parquet_bytes(parquet_table(0)))
+    store.put(f"{UPLOADS}/big.parquet", parquet_bytes(parquet_table(11)))
 
-    assert refusal(store, "jobs/empty.parquet").message == "the Parquet file has no rows"
-    assert "more than 10 rows" in refusal(store, "jobs/big.parquet", max_rows=10).message
+    assert refusal(store, f"{UPLOADS}/empty.parquet").message == "the Parquet file has no rows"
+    assert "more than 10 rows" in refusal(store, f"{UPLOADS}/big.parquet", max_rows=10).message
 
 
 # --- S3 ------------------------------------------------------------------------------
@@ -635,29 +640,30 @@ def test_parquet_with_no_rows_or_too_many(store: LocalStore) -> None:
 
 def test_csv_and_parquet_through_s3(s3_endpoint: str) -> None:
     s3 = make_s3_store(s3_endpoint)
-    s3.put("jobs/in.csv", numbered_csv(9))
-    s3.put("jobs/in.parquet", parquet_bytes(parquet_table(3000), row_group_size=700))
+    s3.put(f"{UPLOADS}/in.csv", numbered_csv(9))
+    s3.put(f"{UPLOADS}/in.parquet", parquet_bytes(parquet_table(3000), row_group_size=700))
 
-    csv_plan = plan(s3, "jobs/in.csv", chunk_rows=4)
-    parquet_plan = plan(s3, "jobs/in.parquet", chunk_rows=1000)
+    csv_plan = plan(s3, f"{UPLOADS}/in.csv", chunk_rows=4)
+    parquet_plan = plan(s3, f"{UPLOADS}/in.parquet", chunk_rows=1000)
 
-    assert read_all(s3, "jobs/in.csv", csv_plan) == [[i, i * 10, -i] for i in range(9)]
+    assert read_all(s3, f"{UPLOADS}/in.csv", csv_plan) == [[i, i * 10, -i] for i in range(9)]
     assert [p.n_rows for p in parquet_plan.slices] == [1000, 1000, 1000]
-    assert read_all(s3, "jobs/in.parquet", parquet_plan) == expected_rows(3000)
-    assert refusal(s3, "jobs/none.csv").message == "no object 'jobs/none.csv' in the store"
+    assert read_all(s3, f"{UPLOADS}/in.parquet", parquet_plan) == expected_rows(3000)
+    missing = refusal(s3, f"{UPLOADS}/none.csv").message
+    assert missing == f"no object '{UPLOADS}/none.csv' in the store"
 
 
 def test_an_s3_error_reading_a_slice_is_store_unavailable(s3_endpoint: str) -> None:
     s3 = make_s3_store(s3_endpoint)
-    s3.put("jobs/in.csv", numbered_csv(3))
-    planned = plan(s3, "jobs/in.csv")
+    s3.put(f"{UPLOADS}/in.csv", numbered_csv(3))
+    planned = plan(s3, f"{UPLOADS}/in.csv")
     s3.bucket = "no-such-bucket-here"
 
     with pytest.raises(StoreUnavailable) as info:
-        read_slice(s3, "jobs/in.csv", META, planned.slices[0])
+        read_slice(s3, f"{UPLOADS}/in.csv", META, planned.slices[0])
 
     assert info.value.message == (
-        "the store failed reading 'jobs/in.csv' (ClientError NoSuchBucket)"
+        f"the store failed reading '{UPLOADS}/in.csv' (ClientError NoSuchBucket)"
     )
 
 
@@ -762,7 +768,7 @@ def test_a_csv_reads_the_same_with_or_without_pyarrow(
 ) -> None:
     """pyarrow (the worker's) parses a chunk's slice fast; without it (the API image) the
     csv module gives the same rows, and planning never needs pyarrow."""
-    store.put("jobs/in.csv", numbered_csv(3))
+    store.put(f"{UPLOADS}/in.csv", numbered_csv(3))
     block = "" if pyarrow_installed else "sys.modules['pyarrow'] = None"
     program = _META_SOURCE + textwrap.dedent(
         f"""
@@ -772,9 +778,10 @@ def test_a_csv_reads_the_same_with_or_without_pyarrow(
         from common.store import LocalStore
         from pathlib import Path
         store = LocalStore(Path({str(store.root)!r}))
-        planned = plan_input(store, "jobs/in.csv", META, max_rows=9, chunk_rows=9, max_bytes=999)
+        key = {UPLOADS + "/in.csv"!r}
+        planned = plan_input(store, key, META, max_rows=9, chunk_rows=9, max_bytes=999)
         planning = "pyarrow" in sys.modules and sys.modules["pyarrow"] is not None
-        print(read_slice(store, "jobs/in.csv", META, planned.slices[0]), planning)
+        print(read_slice(store, key, META, planned.slices[0]), planning)
         """
     )
 

@@ -11,6 +11,7 @@ import pytest
 from common.training import breast_cancer
 from tests.integration.stack import Stack
 from tests.integration.test_jobs import csv_bytes, rows, wait_for
+from tests.integration.uploads import put_upload, results_key
 
 pytestmark = pytest.mark.integration
 
@@ -27,18 +28,18 @@ def csv_with(value: str, line: int, feature: str, n: int = 12) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("key", "value", "line"),
+    ("name", "value", "line"),
     [
-        ("inputs/non-numeric.csv", "twelve", 7),
-        ("inputs/missing-value.csv", "", 3),
-        ("inputs/last-line.csv", "1.0.0", 13),  # the last of twelve rows
+        ("non-numeric.csv", "twelve", 7),
+        ("missing-value.csv", "", 3),
+        ("last-line.csv", "1.0.0", 13),  # the last of twelve rows
     ],
 )
 def test_a_bad_value_fails_the_job_naming_its_line(
-    stack: Stack, key: str, value: str, line: int
+    stack: Stack, name: str, value: str, line: int
 ) -> None:
     store = stack.registry().store
-    store.put(key, csv_with(value, line, "mean smoothness"))
+    key = put_upload(stack, name, csv_with(value, line, "mean smoothness"))
     with stack.client() as client:
         job = client.post("/jobs", json={"input_object": key, "model_type": "xgboost"})
         assert job.status_code == 202, job.text
@@ -49,5 +50,5 @@ def test_a_bad_value_fails_the_job_naming_its_line(
     assert error["type"] == "invalid_input", error
     assert re.search(rf"\bline {line}\b", error["message"]), error
     assert done["output_object"] is None and done["output_location"] is None
-    assert not store.exists(key.removesuffix(".csv") + ".predictions.csv")
+    assert not store.exists(results_key(done["job_id"]))
     assert results.status_code == 409, results.text  # a failed job has no results

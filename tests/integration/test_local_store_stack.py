@@ -17,6 +17,7 @@ from common.store import create_store
 from common.training import TrainedModel, breast_cancer
 from tests.integration.stack import Stack
 from tests.integration.test_jobs import assert_results_match, csv_bytes, rows, run_object_job
+from tests.integration.uploads import results_key, upload_key
 
 pytestmark = pytest.mark.integration
 
@@ -70,20 +71,20 @@ def test_a_prediction_equals_the_in_process_models(
     ]
 
 
-def test_a_csv_object_in_the_folder_is_scored_into_a_results_file_beside_it(
+def test_an_uploaded_csv_in_the_folder_is_scored_into_a_results_file_under_the_jobs_id(
     local: Stack, folder: Path, demo_models: dict[str, TrainedModel]
 ) -> None:
     n = 7_000  # two chunks of SERVING_JOB_CHUNK_ROWS (5,000)
     x, _ = rows(n, 0.1401)
     _, _, names, _ = breast_cancer()
-    (folder / "inputs").mkdir(exist_ok=True)
-    (folder / "inputs" / "batch.csv").write_bytes(csv_bytes(x, names))
+    (folder / upload_key("batch.csv")).parent.mkdir(parents=True, exist_ok=True)
+    (folder / upload_key("batch.csv")).write_bytes(csv_bytes(x, names))
     with local.client() as client:
-        done = run_object_job(client, "inputs/batch.csv")
+        done = run_object_job(client, "batch.csv")
     assert done["status"] == "succeeded", done
     assert done["progress"] == {"rows_done": n, "rows_total": n}
-    written = folder / "inputs" / "batch.predictions.csv"
-    assert done["output_object"] == "inputs/batch.predictions.csv"
+    written = folder / "results" / f"{done['job_id']}.csv"
+    assert done["output_object"] == results_key(done["job_id"])
     location = urlparse(done["output_location"])
     assert location.scheme == "file"
     assert Path(url2pathname(location.path)) == written.resolve()

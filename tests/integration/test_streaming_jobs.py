@@ -15,6 +15,7 @@ import pytest
 
 from common.training import TrainedModel, breast_cancer
 from tests.integration.stack import Stack
+from tests.integration.uploads import put_upload
 
 pytestmark = pytest.mark.integration
 
@@ -86,10 +87,10 @@ def test_a_million_row_csv_job_in_bounded_memory(
 ) -> None:
     x, names = features(BIG_ROWS)
     body = b"".join(csv_lines(x, names))
-    streaming.registry().store.put("inputs/million.csv", body)
+    key = put_upload(streaming, "million.csv", body)
     del body
     with streaming.client() as client:
-        job = client.post("/jobs", json={"input_object": "inputs/million.csv"}).json()
+        job = client.post("/jobs", json={"input_object": key}).json()
     done = wait_done(streaming, job["status_url"], 240)
     peaks = {pid: peak_rss_mb(pid) for pid in pool_processes(streaming)}
     print(f"\npeak RSS per worker process (MB): {sorted(round(v, 1) for v in peaks.values())}")
@@ -114,9 +115,9 @@ def test_a_parquet_job_reads_row_group_by_row_group(
     table = pa.table({"id": np.arange(n), **{name: x[:, i] for i, name in enumerate(names)}})
     path = tmp_path / "batch.parquet"
     pq.write_table(table, path, row_group_size=25_000)  # several row groups
-    streaming.registry().store.put("inputs/batch.parquet", path.read_bytes())
+    key = put_upload(streaming, "batch.parquet", path.read_bytes())
     with streaming.client() as client:
-        job = client.post("/jobs", json={"input_object": "inputs/batch.parquet"}).json()
+        job = client.post("/jobs", json={"input_object": key}).json()
     done = wait_done(streaming, job["status_url"], 120)
     peaks = {pid: peak_rss_mb(pid) for pid in pool_processes(streaming)}
     assert done["status"] == "succeeded", done

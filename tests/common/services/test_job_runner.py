@@ -5,6 +5,7 @@ told once)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from common.registry import ModelMetadata, Registry
 from common.services.job_runner import JobRunner
 from common.settings import Settings
 from common.store import LocalStore
+from common.tenancy import owner_of
 from queueing.messages import Artifact
 from tests.common.conftest import MetaFactory
 
@@ -92,16 +94,26 @@ def create(url: str, prefix: str, meta: ModelMetadata, **fields: Any) -> str:
     return job.job_id
 
 
-def object_job(url: str, prefix: str, meta: ModelMetadata, name: str, n_rows: int = 0) -> str:
-    """A job of the input object `in/<name>.csv`, sized (`n_rows`) or not yet (0)."""
+OWNER = owner_of("reader-key-for-tests")
+
+
+def upload(name: str) -> str:
+    return f"uploads/{OWNER}/{name}"
+
+
+def object_job(
+    url: str, prefix: str, meta: ModelMetadata, name: str, n_rows: int = 0, suffix: str = "csv"
+) -> str:
+    """A job of the upload `<name>.<suffix>` (its results `results/<name>.<suffix>`), sized
+    (`n_rows`) or not yet (0)."""
     return create(
         url,
         prefix,
         meta,
         n_rows=n_rows,
         n_chunks=1 if n_rows else 0,
-        input_object=f"in/{name}.csv",
-        output_object=f"in/{name}.predictions.csv",
+        input_object=upload(f"{name}.{suffix}"),
+        output_object=f"results/{name}.{suffix}",
     )
 
 
@@ -132,7 +144,7 @@ def test_a_model_error_fails_the_job_once_and_tells_its_end(setup: Any) -> None:
 
 def test_an_object_job_is_planned_into_slices_of_the_chunk_size(setup: Any) -> None:
     registry, meta, jobs, url, prefix = setup
-    registry.store.put("in/a.csv", b"id,alpha,beta\n1,1,2\n2,3,4\n3,5,6\n")
+    registry.store.put(upload("a.csv"), b"id,alpha,beta\n1,1,2\n2,3,4\n3,5,6\n")
     recorder = Recorder()
     job_id = object_job(url, prefix, meta, "a")
     run = runner(registry, meta, jobs, Model(meta), recorder)
@@ -149,9 +161,9 @@ def test_a_results_write_that_fails_is_retried_then_fails_the_job(setup: Any) ->
     run = runner(registry, meta, jobs, Model(meta), recorder)
     assert run.run_chunk(job_id, 0, Artifact.of(meta), [[1.0, 2.0]], None) == "finalize"
     # A directory where the results object goes: the local store cannot write it.
-    (registry.store.root / "in" / "b.predictions.csv").mkdir(parents=True)  # type: ignore[attr-defined]
+    (registry.store.root / "results" / "b.csv").mkdir(parents=True)  # type: ignore[attr-defined]
 
-    with pytest.raises(StoreUnavailable, match=r"in/b\.predictions\.csv"):
+    with pytest.raises(StoreUnavailable, match=r"results/b\.csv"):
         run.finalize(job_id, last_attempt=False)
     assert jobs.get(job_id).state is JobState.RUNNING  # type: ignore[union-attr]
     assert run.finalize(job_id, last_attempt=True) is False
@@ -175,13 +187,13 @@ def test_a_redelivered_last_chunk_queues_the_results_write_again(setup: Any) -> 
 
     job = jobs.get(job_id)
     assert job is not None and job.state is JobState.SUCCEEDED
-    assert registry.store.get("in/c.predictions.csv") == b"row,label,p_a,p_b\r\n0,a,0.5,0.5\r\n"
+    assert registry.store.get("results/c.csv") == b"row,label,p_a,p_b\r\n0,a,0.5,0.5\r\n"
     assert [r["status"] for r in recorder.rows] == ["ok"]
 
 
 def test_a_bad_line_fails_the_preparation_naming_it(setup: Any) -> None:
     registry, meta, jobs, url, prefix = setup
-    registry.store.put("in/d.csv", b"alpha,beta\n1,2\n3,x\n")
+    registry.store.put(upload("d.csv"), b"alpha,beta\n1,2\n3,x\n")
     recorder = Recorder()
     job_id = object_job(url, prefix, meta, "d")
 
@@ -191,3 +203,59 @@ def test_a_bad_line_fails_the_preparation_naming_it(setup: Any) -> None:
     assert job is not None and job.state is JobState.FAILED
     assert job.error is not None and "line 3" in job.error["message"]
     assert recorder.sent == []
+
+
+def test_a_parquet_jobs_results_are_parquet_and_bound_to_expire_with_it(setup: Any) -> None:
+    import pyarrow.parquet as pq
+
+    registry, meta, jobs, url, prefix = setup
+    recorder = Recorder()
+    job_id = object_job(url, prefix, meta, "e", n_rows=3, suffix="parquet")
+    run = runner(registry, meta, jobs, Model(meta), recorder)
+    rows = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    assert run.run_chunk(job_id, 0, Artifact.of(meta), rows, None) == "finalize"
+
+    assert run.finalize(job_id, last_attempt=False) is True
+
+    with registry.store.open("results/e.parquet") as stream:
+        table = pq.read_table(stream)
+    assert table.to_pylist() == [{"row": i, "label": "a", "p_a": 0.5, "p_b": 0.5} for i in range(3)]
+    # Deleted when the job expires: its creation (1000.0) plus the jobs' TTL.
+    due_at = jobs.client.zscore(jobs.ops.expiring_key, "results/e.parquet")
+    assert due_at == 1000.0 + Settings().job_ttl_seconds
+
+
+def test_objects_are_deleted_once_due_and_one_that_fails_stays_due(setup: Any) -> None:
+    registry, meta, jobs, _, _ = setup
+    run = runner(registry, meta, jobs, Model(meta), Recorder())
+    for name in ("x", "y"):
+        registry.store.put(f"results/{name}.csv", b"row\n")
+        jobs.expire_object(f"results/{name}.csv", {"x": 100.0, "y": 200.0}[name])
+    (registry.store.root / "results" / "z.csv").mkdir()  # type: ignore[attr-defined]
+    jobs.expire_object("results/z.csv", 120.0)  # a folder: the local store cannot delete it
+
+    assert run.expire_objects(150.0) == 1
+    assert registry.store.list("results") == ["results/y.csv"]
+    assert jobs.due_objects(1e12, 10) == ["results/z.csv", "results/y.csv"]
+    assert run.expire_objects(250.0) == 1
+    assert registry.store.list("results") == []
+    assert jobs.due_objects(1e12, 10) == ["results/z.csv"]  # tried again next round
+
+
+def test_the_results_url_is_presigned_for_presign_seconds(setup: Any, s3_endpoint: str) -> None:
+    from urllib.parse import parse_qs, urlparse
+
+    from tests.common.test_store import make_s3_store
+
+    _, meta, jobs, url, prefix = setup
+    settings = Settings(presign_seconds=77)
+    s3 = Registry(make_s3_store(s3_endpoint))
+    run = JobRunner(settings, jobs, Models(Model(meta)), s3, Recorder(), Recorder())
+    job = jobs.get(object_job(url, prefix, meta, "f", n_rows=1))
+    assert job is not None
+
+    location = run.output_location(job)
+
+    assert location is not None and "/results/f.csv?" in location
+    expires = int(parse_qs(urlparse(location).query)["Expires"][0])
+    assert abs(expires - (time.time() + 77)) < 30
