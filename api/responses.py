@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,7 +22,8 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "Body too large",
         415: "The body is not JSON by its Content-Type",
         422: "Invalid input: names the feature or parameter at fault",
-        429: "Too many predictions waiting: retry after `Retry-After` seconds",
+        429: "Over a limit (predictions waiting, job submissions being read, the key's "
+        "unfinished jobs): retry after `Retry-After` seconds",
         503: "Model or backend unavailable",
         504: "No result before the deadline",
     }
@@ -35,8 +37,20 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return documented
 
 
+@dataclass(frozen=True)
+class JsonBody:
+    payload: Any
+    size: int  # bytes read
+
+
 async def read_json(request: Request, limit: int) -> Any:
     """The body parsed as JSON; refused before reading if it is over the limit."""
+    return (await read_json_body(request, limit)).payload
+
+
+async def read_json_body(request: Request, limit: int) -> JsonBody:
+    """The body parsed as JSON, and its size (the services validate a big one off the
+    event loop)."""
     check_json_type(request.headers.get("content-type", ""))
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
@@ -51,7 +65,10 @@ async def read_json(request: Request, limit: int) -> Any:
     if not size:
         raise MalformedBody('the body is empty; send JSON like {"input_data": {...}}')
     try:
-        return orjson.loads(b"".join(chunks))
+        # On the loop even when big: orjson holds the GIL for the whole parse (~9 ms a
+        # MiB), so a thread would stop the loop just as long. Validation, which can
+        # yield, goes off the loop (ModelService.validate).
+        return JsonBody(orjson.loads(b"".join(chunks)), size)
     except orjson.JSONDecodeError as exc:
         raise not_json(exc) from None
 

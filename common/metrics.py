@@ -73,6 +73,34 @@ JOBS = Counter(
     "Jobs submitted (API) and ended (succeeded, failed: worker; cancelled: API)",
     ["status"],
 )
+JOBS_REJECTED = Counter(
+    "serving_jobs_rejected_total",
+    "Job submissions refused with 429: max_job_submissions_in_flight being read by the "
+    "process (reason submissions_in_flight), or max_jobs_per_key unfinished (jobs_per_key)",
+    ["reason"],
+)
+OFF_LOOP_VALIDATIONS = Counter(
+    "serving_off_loop_validations_total",
+    "Rows of request bodies over 1 MiB validated on a thread instead of the event loop",
+)
+LOG_QUEUE_ROWS = Gauge(
+    "serving_log_queue_rows",
+    "Cache-hit log rows waiting for the API's background writer (at most log_queue_max_rows)",
+    multiprocess_mode="livesum",
+)
+LOG_QUEUE_WAITS = Counter(
+    "serving_log_queue_waits_total",
+    "Cache-hit log rows that found the API's log queue full and waited for room",
+)
+RESULT_MESSAGES_SKIPPED = Counter(
+    "serving_result_messages_skipped_total",
+    "Messages on the API's result subscription it could not use and skipped",
+    ["reason"],
+)
+RESULT_LISTENER_RESTARTS = Counter(
+    "serving_result_listener_restarts_total",
+    "Times the API's result listener loop ended with an error and was started again",
+)
 # Queue depth and age are read from the broker when /metrics is scraped:
 QUEUE_DEPTH = "serving_queue_depth"
 QUEUE_OLDEST_AGE = "serving_queue_oldest_task_age_seconds"

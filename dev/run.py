@@ -8,6 +8,8 @@ password. Ctrl-C stops everything this started.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -20,7 +22,14 @@ from urllib.parse import urlparse
 
 from common.settings import Settings, get_settings
 from dev.flower import start_flower
-from dev.services import ManagedProcess, redis_answers, start_redis, tcp_open, wait_until
+from dev.services import (
+    ManagedProcess,
+    group_members,
+    redis_answers,
+    start_redis,
+    tcp_open,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".dev"
@@ -63,14 +72,61 @@ def api_healthy(key: str) -> bool:
         return False
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# How long the services get to stop after SIGTERM, all at once, before SIGKILL.
+STOP_GRACE_SECONDS = 10.0
+
+
 def _interrupt(*_: object) -> None:
+    # Ignore every further stop signal first: a process manager's second SIGTERM (or a
+    # make that forwards the one its group got) must not cut the stopping short, even if
+    # it comes before the `finally` that stops everything has begun.
+    _ignore_stop_signals()
     raise KeyboardInterrupt
 
 
-def main() -> int:
+def _ignore_stop_signals() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def stop_all(started: list[ManagedProcess], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM to every service's process group at once, so they stop in parallel within
+    one grace period, then SIGKILL to whatever is left of each; Redis last (a stopping
+    worker hands its unacknowledged tasks back to it)."""
+    _ignore_stop_signals()
+    services = [p for p in reversed(started) if p.name != "redis"]
+    for proc in services:
+        if proc.popen is not None and (proc.alive() or group_members(proc.pid)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in services:
+        proc.stop(timeout=max(0.5, deadline - time.monotonic()))
+    for proc in started:
+        if proc.name == "redis":
+            proc.stop(timeout=grace)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dev.run", description=__doc__)
+    parser.add_argument("--port", type=int, default=API_PORT, help="the API's port (8000)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=STATE,
+        help="keys, logs and a private Redis's files (.dev/ of the checkout)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
     # SIGTERM and SIGHUP stop the stack as cleanly as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
+    options = parse_args(argv)
+    global API_PORT, STATE  # one launcher per process; the functions above read them
+    API_PORT, STATE = options.port, options.state_dir
     settings = get_settings()
     if tcp_open("127.0.0.1", API_PORT):
         print(f"port {API_PORT} is in use; stop what runs there first", file=sys.stderr)
@@ -98,12 +154,16 @@ def main() -> int:
         modelctl.popen.wait()  # type: ignore[union-attr]
         modelctl.stop()  # closes its log; it is done, not a service to watch
         started.remove(modelctl)
-        for name, args in [
-            ("worker", [python, "-m", "worker", "--concurrency", "2"]),
-            ("api", [python, "-m", "api", "--host", "127.0.0.1", "--port", str(API_PORT)]),
+        # The callback worker serves its metrics on the port after the worker's.
+        metrics_port = settings.worker_metrics_port and settings.worker_metrics_port + 1
+        callback_env = env | {"SERVING_WORKER_METRICS_PORT": str(metrics_port)}
+        for name, args, process_env in [
+            ("worker", [python, "-m", "worker", "--concurrency", "2"], env),
+            ("callback-worker", [python, "-m", "worker", "--callbacks"], callback_env),
+            ("api", [python, "-m", "api", "--host", "127.0.0.1", "--port", str(API_PORT)], env),
         ]:
             started.append(
-                ManagedProcess(name, args, STATE / f"{name}.log", env=env, cwd=ROOT).start()
+                ManagedProcess(name, args, STATE / f"{name}.log", env=process_env, cwd=ROOT).start()
             )
         flower_user, flower_password = flower_credentials(settings)
         flower, flower_url = start_flower(
@@ -131,12 +191,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        # A second Ctrl-C (or SIGTERM, SIGHUP) must not cut the stopping short.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        for proc in reversed(started):
-            proc.stop()
-        print("stopped everything make run started")
+        stop_all(started)
+        print("stopped everything make run started", flush=True)
 
 
 def announce(key: str, admin_key: str) -> None:

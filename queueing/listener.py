@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +17,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from common import metrics
 from common.observability import IdSource
 from queueing.results import RESULT_KEY_PREFIX, TaskResult, decode, result_key
 
 log = logging.getLogger(__name__)
+# The loop, if it ever ends, starts again after this, doubling up to the most.
+RESTART_FIRST_SECONDS = 0.1
+RESTART_MAX_SECONDS = 5.0
 
 
 class ResultListener:
@@ -46,7 +51,7 @@ class ResultListener:
 
         Not needed for correctness (results stored before the subscription are read back
         once it is made), so an API started before Redis serves its 503s at once."""
-        self._task = asyncio.create_task(self._run(), name="result-listener")
+        self._task = asyncio.create_task(self._supervise(), name="result-listener")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), timeout)
 
@@ -98,6 +103,24 @@ class ResultListener:
             return None
         return decode(raw)
 
+    async def _supervise(self) -> None:
+        """The subscription loop, for the process's lifetime: every waiting request
+        depends on it, so whatever ends it (an error no branch foresaw) is logged,
+        counted, and the loop starts again after a backoff."""
+        delay = RESTART_FIRST_SECONDS
+        while True:
+            started = time.monotonic()
+            try:
+                await self._run()
+                log.error("the result listener's loop returned; starting it again")
+            except Exception:
+                log.exception("the result listener's loop failed; starting it again")
+            metrics.RESULT_LISTENER_RESTARTS.inc()
+            if time.monotonic() - started > RESTART_MAX_SECONDS:
+                delay = RESTART_FIRST_SECONDS  # it ran a good while: not a tight failure loop
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_MAX_SECONDS)
+
     async def _run(self) -> None:
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -109,36 +132,46 @@ class ResultListener:
                 await self._recover_missed()
                 async for message in pubsub.listen():
                     self._dispatch_safely(message)
-            except asyncio.CancelledError:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-                raise
             except (RedisError, OSError) as exc:
                 log.warning("result subscription lost (%s); reconnecting", exc)
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(0.5)
 
-    def _dispatch_safely(self, message: dict[str, Any]) -> None:
-        """One message that cannot be handled is logged and skipped: it must never end
-        the subscription, or every waiting request would sit out its deadline."""
+    def _dispatch_safely(self, message: Any) -> None:
+        """A message that cannot be used is logged, counted and skipped: it must never
+        end the subscription, or every waiting request would sit out its deadline."""
         try:
-            self._dispatch(message)
+            skipped = self._dispatch(message)
         except Exception:
-            log.exception(
-                "ignored a message on %r that could not be handled", message.get("channel")
-            )
+            log.exception("skipped a message the result listener could not handle")
+            skipped = "failed"
+        if skipped is not None:
+            metrics.RESULT_MESSAGES_SKIPPED.labels(skipped).inc()
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        channel = message["channel"].decode()
-        if message["type"] == "message":
+    def _dispatch(self, message: Any) -> str | None:
+        """Hand the message to whoever waits for it; None, or why it was skipped."""
+        if not isinstance(message, dict):
+            return "not_a_message"
+        channel = _text(message.get("channel"))
+        if message.get("type") == "message":
             callback = self.extra_channels.get(channel)
-            if callback is not None:
-                callback()
-            return
+            if callback is None:
+                return "unknown_channel"
+            callback()
+            return None
+        if message.get("type") != "pmessage":
+            return "not_a_message"
         waiting = self._waiting.get(channel.removeprefix(RESULT_KEY_PREFIX))
-        if waiting:
-            result = decode(message["data"])
-            if result is not None:
-                _resolve(waiting, result)
+        if not waiting:
+            return "unawaited"  # its request gave up (or it is not a task's at all)
+        result = _decoded(message.get("data"))
+        if result is None:
+            log.warning("skipped a message on %r that is not a final result", channel[:200])
+            return "not_a_result"
+        _resolve(waiting, result)
+        return None
 
     async def _recover_missed(self) -> None:
         for task_id, waiting in list(self._waiting.items()):
@@ -153,3 +186,17 @@ def _resolve(waiting: set[asyncio.Future[TaskResult]], result: TaskResult) -> No
     for future in list(waiting):
         if not future.done():
             future.set_result(result)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _decoded(data: Any) -> TaskResult | None:
+    """A final result, or None for anything else: not JSON, binary, another shape."""
+    if not isinstance(data, bytes | str):
+        return None
+    try:
+        return decode(data)
+    except Exception:  # JSON of a shape decode() never expected (an unhashable status...)
+        return None

@@ -3,10 +3,10 @@ broker's queue depth and the age of its oldest task, read at scrape time."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 
-import orjson
 from fastapi import APIRouter, Response
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -41,28 +41,53 @@ class QueueCollector(Collector):
         yield from (depth, age)
 
 
-def sent_at(message: bytes | None) -> float | None:
-    """When the API sent a queued task (its `sent_at` header); None for a message that
-    is not Celery's JSON, which must never fail a scrape."""
-    if not message:
-        return None
+# KEYS: the queues. ARGV[1]: how many bytes at a message's end to search. For each queue,
+# its depth and the `sent_at` header of its oldest message ('' when there is none, or the
+# element is not Celery's JSON). Kombu's Redis transport pushes JSON with "body" (base64,
+# so no quote inside) first and "headers" after it: the header is in the element's last
+# few KiB, however big the body. The API receives two short values per queue, never the
+# message, whatever is queued (a key of another type counts as empty).
+OLDEST_SENT_AT = """
+local out = {}
+for _, queue in ipairs(KEYS) do
+  local depth, sent = 0, ''
+  if redis.call('TYPE', queue).ok == 'list' then
+    depth = redis.call('LLEN', queue)
+    local message = redis.call('LINDEX', queue, -1)
+    if message then
+      local tail = string.sub(message, -tonumber(ARGV[1]))
+      local at = string.find(tail, '"sent_at": ', 1, true)
+      if at then sent = string.match(tail, '^[-+%d.eE]+', at + 11) or '' end
+    end
+  end
+  table.insert(out, depth)
+  table.insert(out, sent)
+end
+return out
+"""
+# Celery's headers and properties (argsrepr and kwargsrepr are cut at 1 KiB each) take
+# about 1.5 KiB; a message whose header is farther from its end is not Celery's.
+HEADER_TAIL_BYTES = 64 * 1024
+
+
+def sent_at(raw: bytes | str | None) -> float | None:
+    """The `sent_at` header's value as the script found it; None when it is not a time."""
     try:
-        value = orjson.loads(message).get("headers", {}).get("sent_at")
-    except (orjson.JSONDecodeError, AttributeError):
+        value = float(raw) if raw else None
+    except ValueError:
         return None
-    return float(value) if isinstance(value, int | float) else None
+    return value if value is not None and math.isfinite(value) else None
 
 
 async def queue_stats(services: Services) -> dict[str, tuple[int, float]]:
-    """Depth and oldest task's age of each queue. Kombu's Redis transport pushes on the
-    left and pops on the right."""
-    queues = worker_queues(services.settings)
+    """Depth and oldest task's age of each queue, in one round trip of a few bytes.
+    Kombu's Redis transport pushes on the left and pops on the right."""
+    settings = services.settings
+    # The callback worker's queue too: it has a worker of its own (worker/__main__.py).
+    queues = list(dict.fromkeys([*worker_queues(settings), settings.effective_callback_queue]))
     try:
-        async with services.broker.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                pipe.llen(queue)
-                pipe.lindex(queue, -1)
-            replies = await pipe.execute()
+        script = services.broker.register_script(OLDEST_SENT_AT)
+        replies = await script(keys=queues, args=[HEADER_TAIL_BYTES])
     except RedisError:
         return {}
     now, stats = time.time(), {}

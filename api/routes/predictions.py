@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 
 from api.bodies import predict_request
 from api.deps import Caller, ModelTypePath, ReaderDep, ServicesDep, VersionPath
 from api.examples import EXAMPLE_ROW
-from api.responses import errors, read_json
+from api.responses import errors, read_json_body
 from api.routes import jobs
 from common.errors import PredictionDeferred
 from common.jobs import JobStatus
 from common.schemas import PredictResponse
+from common.services.job_limits import IDEMPOTENCY_KEY_MAX_CHARS
 
 router = APIRouter(tags=["predictions"])
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=IDEMPOTENCY_KEY_MAX_CHARS,
+        description="with `Prefer: respond-async`: the same key and body give the same job",
+    ),
+]
 
 _Value = {"anyOf": [{"type": "number"}, {"type": "integer"}, {"type": "boolean"}]}
 _Row = {
@@ -67,18 +76,19 @@ async def _predict(
     caller: Caller,
     model_type: str | None,
     version: str | None,
+    idempotency_key: str | None,
 ) -> Response:
     if "respond-async" in request.headers.get("prefer", "").lower():
         # RFC 7240: the same prediction as a job, answered 202 with its status URL.
         response = await jobs.submit(
-            request, services, caller, model_type, version, request.headers.get("idempotency-key")
+            request, services, caller, model_type, version, idempotency_key
         )
         response.headers["Preference-Applied"] = "respond-async"
         return response
-    payload = await read_json(request, services.settings.max_body_bytes)
-    parsed = predict_request(payload, caller.owner, model_type, version)
+    body = await read_json_body(request, services.settings.max_body_bytes)
+    parsed = predict_request(body.payload, caller.owner, model_type, version)
     try:
-        outcome = await services.predictions.predict(parsed)
+        outcome = await services.predictions.predict(replace(parsed, body_bytes=body.size))
     except PredictionDeferred as deferred:
         # Past the deadline: the same prediction, as a job the caller can poll.
         return jobs.accepted(deferred.details)
@@ -86,15 +96,24 @@ async def _predict(
 
 
 @router.post("/predict", summary="Predict with the active model", **ROUTE)
-async def predict_active(request: Request, services: ServicesDep, caller: ReaderDep) -> Response:
-    return await _predict(request, services, caller, None, None)
+async def predict_active(
+    request: Request,
+    services: ServicesDep,
+    caller: ReaderDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    return await _predict(request, services, caller, None, None, idempotency_key)
 
 
 @router.post("/predict/{model_type}", summary="Predict with a type's active version", **ROUTE)
 async def predict_type(
-    model_type: ModelTypePath, request: Request, services: ServicesDep, caller: ReaderDep
+    model_type: ModelTypePath,
+    request: Request,
+    services: ServicesDep,
+    caller: ReaderDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    return await _predict(request, services, caller, model_type, None)
+    return await _predict(request, services, caller, model_type, None, idempotency_key)
 
 
 @router.post("/predict/{model_type}/{version}", summary="Predict with one version", **ROUTE)
@@ -104,5 +123,6 @@ async def predict_version(
     request: Request,
     services: ServicesDep,
     caller: ReaderDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    return await _predict(request, services, caller, model_type, version)
+    return await _predict(request, services, caller, model_type, version, idempotency_key)

@@ -4,23 +4,36 @@ and the sweeper never disagree about a job. Every allowed move is in
 
 Keys (under the cache prefix): `job:<id>` a hash of the job's state, `job:<id>:chunk:<i>`
 a chunk's results as JSON, `jobs:active` a sorted set of unfinished jobs scored by their
-last progress (what the sweeper scans), `job-idem:<owner>:<key>` the job an
+last progress (what the sweeper scans), `jobs:active:<owner>` a set of each key's
+unfinished jobs (what `max_jobs_per_key` counts), `job-idem:<owner>:<key>` the job an
 Idempotency-Key made.
 """
 
 from __future__ import annotations
 
+# A job that ends leaves its owner's set of unfinished jobs, whose key is the active
+# index's followed by the owner (so every script keeps its KEYS as they were).
+# Needs KEYS[1] job, KEYS[2] index.
+_LEAVE_OWNER = """
+local function leave_owner(id)
+  local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+  redis.call('SREM', KEYS[2] .. ':' .. owner, id)
+end
+"""
+
 # Whether the job is complete once its chunks are all recorded, decided here only:
 # a job with inline rows succeeds at once; one read from an object ("finalize") waits
 # for its results object, written by its own step. Needs KEYS[1] job, KEYS[2] index.
-_COMPLETE = """
+_COMPLETE = _LEAVE_OWNER + """
 local function complete(now)
   local n = tonumber(redis.call('HGET', KEYS[1], 'n_chunks') or '0')
   local done = tonumber(redis.call('HGET', KEYS[1], 'chunks_done') or '0')
   if n == 0 or done < n then return 'counted' end
   if redis.call('HEXISTS', KEYS[1], 'input_object') == 1 then return 'finalize' end
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', now, 'updated_at', now)
-  redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'job_id'))
+  local id = redis.call('HGET', KEYS[1], 'job_id')
+  redis.call('ZREM', KEYS[2], id)
+  leave_owner(id)
   return 'finished'
 end
 """
@@ -69,7 +82,7 @@ return 1
 # KEYS: job hash, active index. ARGV: new status, now, error JSON ('' for none),
 # stalled-before ('' for any; else only a job with no progress since then moves),
 # then the statuses it may move from. Returns 1 if it moved.
-TRANSITION = """
+TRANSITION = _LEAVE_OWNER + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updated_at') or '0')
@@ -83,6 +96,7 @@ for i = 5, #ARGV do
     else
       redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2], 'updated_at', ARGV[2])
       redis.call('ZREM', KEYS[2], id)
+      leave_owner(id)
     end
     if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
     return 1
@@ -106,4 +120,46 @@ for _, id in ipairs(ids) do
   end
 end
 return stalled
+"""
+
+# How many of an owner's jobs are unfinished. The set is exact for every job that ended
+# through these scripts; one that expired unfinished (its hash gone at job_ttl_seconds)
+# is dropped here, when the count matters: only at the limit, so below it this is SCARD.
+_ACTIVE_JOBS = """
+local function active_jobs(set, job_prefix, limit)
+  local n = redis.call('SCARD', set)
+  if n < limit then return n end
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    local status = redis.call('HGET', job_prefix .. id, 'status')
+    if status ~= 'queued' and status ~= 'running' then redis.call('SREM', set, id) end
+  end
+  return redis.call('SCARD', set)
+end
+"""
+
+# KEYS: job hash, active index, owner's set. ARGV: ttl, created_at, limit (0: none), job
+# key prefix, then the hash's fields and values. Creates the job unless its owner already
+# has `limit` unfinished jobs: returns 0 once created, else that count (nothing written).
+CREATE = (
+    _ACTIVE_JOBS
+    + """
+local limit = tonumber(ARGV[3])
+if limit > 0 then
+  local active = active_jobs(KEYS[3], ARGV[4], limit)
+  if active >= limit then return active end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local id = redis.call('HGET', KEYS[1], 'job_id')
+redis.call('ZADD', KEYS[2], ARGV[2], id)
+redis.call('SADD', KEYS[3], id)
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+return 0
+"""
+)
+
+# KEYS: owner's set. ARGV: job key prefix, limit. The owner's unfinished jobs (exact at
+# and past the limit; below it, possibly counting jobs that expired unfinished).
+ACTIVE = _ACTIVE_JOBS + """
+return active_jobs(KEYS[1], ARGV[1], tonumber(ARGV[2]))
 """

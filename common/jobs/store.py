@@ -39,8 +39,27 @@ class JobOps:
     def active_key(self) -> str:
         return f"{self.prefix}jobs:active"
 
+    def owner_key(self, owner: str) -> str:
+        """The owner's unfinished jobs (the scripts derive it from the active index)."""
+        return f"{self.active_key}:{owner}"
+
     def idempotency_key(self, owner: str, key: str) -> str:
         return f"{self.prefix}job-idem:{owner}:{key}"
+
+    def create(self, job: NewJob, limit: int | None) -> Command:
+        keys = [self.job_key(job.job_id), self.active_key, self.owner_key(job.owner)]
+        fields = [item for pair in job.to_hash().items() for item in pair]
+        args = [self.ttl, job.created_at, limit or 0, self.prefix + "job:", *fields]
+        return scripts.CREATE, keys, args
+
+    def active(self, owner: str, limit: int) -> Command:
+        return scripts.ACTIVE, [self.owner_key(owner)], [self.prefix + "job:", limit]
+
+    @property
+    def expiring_key(self) -> str:
+        """Store objects that die with their job (results, a job body's upload): a sorted
+        set of object key -> when to delete it, swept by the workers' housekeeping."""
+        return f"{self.prefix}objects:expiring"
 
     def record(
         self, job_id: str, index: int, result: dict[str, Any], n_rows: int, now: float
@@ -144,6 +163,17 @@ class JobStore:
         keys, start, stop = self.ops.page_keys(job, offset, limit)
         return join_chunks(self.client.mget(keys) if keys else [], start, stop)
 
+    def expire_object(self, key: str, at: float) -> None:
+        self.client.zadd(self.ops.expiring_key, {key: at})
+
+    def due_objects(self, now: float, limit: int) -> list[str]:
+        raw = self.client.zrangebyscore(self.ops.expiring_key, "-inf", now, start=0, num=limit)
+        return [decode_outcome(key) for key in raw]
+
+    def forget_objects(self, keys: Sequence[str]) -> None:
+        if keys:
+            self.client.zrem(self.ops.expiring_key, *keys)
+
     def count_attempt(self, task_id: str) -> int:
         """How many times this task has started (kept for a day)."""
         key = f"{self.ops.prefix}attempts:{task_id}"
@@ -168,13 +198,16 @@ class AsyncJobStore:
             script = self._scripts[source] = self.client.register_script(source)
         return await script(keys=keys, args=args)
 
-    async def create(self, job: NewJob) -> None:
-        name = self.ops.job_key(job.job_id)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(name, mapping=job.to_hash())
-            pipe.expire(name, self.ops.ttl)
-            pipe.zadd(self.ops.active_key, {job.job_id: job.created_at})
-            await pipe.execute()
+    async def create(self, job: NewJob, limit: int | None = None) -> int | None:
+        """None once the job is created; if its owner already has `limit` unfinished
+        jobs, their number, and nothing is written. Without a limit it always counts."""
+        active = int(await self._run(self.ops.create(job, limit)))
+        return active or None
+
+    async def active_jobs(self, owner: str, limit: int) -> int:
+        """The owner's unfinished jobs: exact from `limit` up, at most an over-count
+        below it (jobs that expired unfinished are dropped only at the limit)."""
+        return int(await self._run(self.ops.active(owner, limit)))
 
     async def get(self, job_id: str) -> Job | None:
         raw = await self.client.hgetall(self.ops.job_key(job_id))
@@ -191,6 +224,9 @@ class AsyncJobStore:
     async def results(self, job: Job, offset: int, limit: int) -> dict[str, list[Any]]:
         keys, start, stop = self.ops.page_keys(job, offset, limit)
         return join_chunks(await self.client.mget(keys) if keys else [], start, stop)
+
+    async def expire_object(self, key: str, at: float) -> None:
+        await self.client.zadd(self.ops.expiring_key, {key: at})
 
     async def idempotent_job(self, owner: str, key: str) -> tuple[str, str] | None:
         """(job id, body digest) that an earlier submission with this key bound."""

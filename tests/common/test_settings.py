@@ -18,14 +18,16 @@ def test_hash_api_key_is_sha256_hex() -> None:
 def test_comma_separated_api_keys_are_split_stripped_and_hashed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("SERVING_API_KEYS", " key-one, key-two ,,key-three ")
+    monkeypatch.setenv(
+        "SERVING_API_KEYS", " key-one-long-enough, key-two-long-enough ,,key-three-long-enough "
+    )
 
     settings = Settings()
 
     assert settings.api_key_sha256 == [
-        hash_api_key("key-one"),
-        hash_api_key("key-two"),
-        hash_api_key("key-three"),
+        hash_api_key("key-one-long-enough"),
+        hash_api_key("key-two-long-enough"),
+        hash_api_key("key-three-long-enough"),
     ]
     assert settings.api_keys == []
 
@@ -33,25 +35,28 @@ def test_comma_separated_api_keys_are_split_stripped_and_hashed(
 def test_comma_separated_admin_keys_are_hashed_separately(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("SERVING_API_KEYS", "user-key")
-    monkeypatch.setenv("SERVING_ADMIN_API_KEYS", "admin-1,admin-2")
+    monkeypatch.setenv("SERVING_API_KEYS", "user-key-long-enough")
+    monkeypatch.setenv("SERVING_ADMIN_API_KEYS", "admin-key-1-long-enough,admin-key-2-long-enough")
 
     settings = Settings()
 
-    assert settings.admin_api_key_sha256 == [hash_api_key("admin-1"), hash_api_key("admin-2")]
+    assert settings.admin_api_key_sha256 == [
+        hash_api_key("admin-key-1-long-enough"),
+        hash_api_key("admin-key-2-long-enough"),
+    ]
     assert settings.admin_api_keys == []
-    assert settings.api_key_sha256 == [hash_api_key("user-key")]
-    assert hash_api_key("user-key") not in settings.admin_api_key_sha256
+    assert settings.api_key_sha256 == [hash_api_key("user-key-long-enough")]
+    assert hash_api_key("user-key-long-enough") not in settings.admin_api_key_sha256
 
 
 def test_plain_keys_are_appended_to_configured_digests(monkeypatch: pytest.MonkeyPatch) -> None:
     existing = hash_api_key("already-hashed")
     monkeypatch.setenv("SERVING_API_KEY_SHA256", existing)
-    monkeypatch.setenv("SERVING_API_KEYS", "plain")
+    monkeypatch.setenv("SERVING_API_KEYS", "plain-key-long-enough")
 
     settings = Settings()
 
-    assert settings.api_key_sha256 == [existing, hash_api_key("plain")]
+    assert settings.api_key_sha256 == [existing, hash_api_key("plain-key-long-enough")]
 
 
 def test_plain_keys_never_appear_in_a_settings_dump(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,3 +148,52 @@ def test_password_without_a_user_is_the_default_user() -> None:
     settings = Settings(redis_url="redis://127.0.0.1:6379/3", redis_password="secret")
     assert settings.effective_broker_url == "redis://:secret@127.0.0.1:6379/3"
     assert Settings(redis_url="redis://h/0").effective_cache_url == "redis://h/0"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("SERVING_API_KEYS", "change-me-predict-key", "placeholder"),
+        ("SERVING_ADMIN_API_KEYS", "change-me-admin-key", "placeholder"),
+        ("SERVING_API_KEYS", "CHANGE-ME-but-long-enough-anyway", "placeholder"),
+        ("SERVING_CALLBACK_SECRET", "change-me-callback-secret", "placeholder"),
+        ("SERVING_API_KEYS", "fifteen-chars-x", "shorter than 16 characters"),
+        ("SERVING_ADMIN_API_KEYS", "good-admin-key-long-enough,tiny", "shorter than 16"),
+        ("SERVING_CALLBACK_SECRET", "q7z", "shorter than 16 characters"),
+        ("SERVING_API_KEY_SHA256", "abc", "not 64 hexadecimal characters"),
+        ("SERVING_ADMIN_API_KEY_SHA256", "g" * 64, "not 64 hexadecimal characters"),
+    ],
+)
+def test_startup_refuses_placeholders_and_short_secrets_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, problem: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+
+    message = str(refused.value)
+    assert f"{variable}: " in message and problem in message
+    for secret in value.split(","):  # the error names the variable, never the value
+        assert secret not in message
+
+
+def test_sixteen_characters_and_any_case_of_digest_are_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digest = hash_api_key("a-key-kept-as-a-digest")
+    monkeypatch.setenv("SERVING_API_KEYS", "x" * 16)
+    monkeypatch.setenv("SERVING_CALLBACK_SECRET", "y" * 16)
+    monkeypatch.setenv("SERVING_ADMIN_API_KEY_SHA256", digest.upper())
+
+    settings = Settings()
+
+    assert settings.api_key_sha256 == [hash_api_key("x" * 16)]
+    assert settings.admin_api_key_sha256 == [digest]  # lower case, as the comparison needs
+
+
+def test_dev_run_keys_pass_the_startup_check() -> None:
+    # `make run` makes its keys with token_urlsafe(24): 32 characters.
+    import secrets
+
+    Settings(api_keys=[secrets.token_urlsafe(24)], admin_api_keys=[secrets.token_urlsafe(24)])
