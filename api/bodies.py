@@ -26,7 +26,7 @@ def predict_request(
     return PredictRequest(owner, model_type, version, payload["input_data"])
 
 
-def job_request(
+async def job_request(
     payload: Any,
     tenant: Tenant,
     model_type: str | None,
@@ -56,12 +56,12 @@ def job_request(
         version=version or payload.get("version"),
         input_data=payload.get("input_data"),
         input_object=input_object,
-        callback_url=_callback_url(payload, settings),
+        callback_url=await _callback_url(payload, settings),
         idempotency=_idempotency(idempotency_key, [model_type, version, payload]),
     )
 
 
-def _callback_url(payload: dict[str, Any], settings: Settings) -> str | None:
+async def _callback_url(payload: dict[str, Any], settings: Settings) -> str | None:
     if "callback_url" not in payload:
         return None
     if settings.callback_secret is None:
@@ -69,7 +69,8 @@ def _callback_url(payload: dict[str, Any], settings: Settings) -> str | None:
             "this server signs no callbacks (SERVING_CALLBACK_SECRET is not set); "
             "poll the job instead"
         )
-    return check_callback_url(payload["callback_url"])
+    # Resolves the host on the event loop's resolver: the loop never waits on DNS.
+    return await check_callback_url(payload["callback_url"], settings.callback_allowed_networks)
 
 
 def _idempotency(key: str | None, body: list[Any]) -> Idempotency | None:

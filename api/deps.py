@@ -18,8 +18,10 @@ from common.errors import Forbidden, NotAuthenticated
 from common.prediction_log import BackgroundLogWriter, PredictionLogRepo
 from common.registry import MODEL_TYPE_PATTERN, VERSION_PATTERN
 from common.services.jobs import JobService
+from common.services.logs import LogService
 from common.services.models import ModelService
 from common.services.predictions import PredictionService
+from common.services.uploads import UploadService
 from common.settings import Settings
 from common.tenancy import Tenant, owner_of
 from queueing.dispatcher import CeleryDispatcher
@@ -39,6 +41,8 @@ class Services:
     producer: Celery
     log_repo: PredictionLogRepo
     log_writer: BackgroundLogWriter
+    logs: LogService
+    uploads: UploadService
     health: HealthProbe = field(default_factory=HealthProbe)
 
 

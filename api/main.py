@@ -17,8 +17,9 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from api.deps import Services
+from api.docs import install_docs
 from api.middleware import Observability
-from api.routes import health, jobs, logs, metrics, models, predictions
+from api.routes import health, jobs, logs, metrics, models, predictions, uploads
 from common.cache import PredictionCache, registry_channel
 from common.errors import BackendUnavailable, ServingError
 from common.jobs import AsyncJobStore
@@ -32,8 +33,10 @@ from common.prediction_log import (
 )
 from common.registry import Registry
 from common.services.jobs import JobService
+from common.services.logs import LogService
 from common.services.models import ModelService
 from common.services.predictions import PredictionService
+from common.services.uploads import UploadService
 from common.settings import Settings, get_settings
 from common.store import create_store
 from queueing.dispatcher import CeleryDispatcher, create_producer
@@ -75,13 +78,16 @@ def build_services(settings: Settings) -> tuple[Services, ResultListener]:
     create_tables(engine)
     repo = PredictionLogRepo(engine)
     # Cache hits the database refuses wait in Redis, where the workers drain them.
-    writer = BackgroundLogWriter(repo, LogSpool.from_settings(settings))
+    writer = BackgroundLogWriter(
+        repo, LogSpool.from_settings(settings), max_rows=settings.log_queue_max_rows
+    )
     producer = create_producer(settings)
     listener = ResultListener(results)
     dispatcher = CeleryDispatcher(producer, listener, settings)
     models_ = ModelService(settings, registry, cache)
     job_store = AsyncJobStore(results, settings.cache_prefix, settings.job_ttl_seconds)
-    jobs_ = JobService(settings, job_store, models_, dispatcher)
+    uploads_ = UploadService(settings, registry.store)  # the uploads share the models' store
+    jobs_ = JobService(settings, job_store, models_, dispatcher, uploads_)
     predictions_ = PredictionService(
         settings,
         models_,
@@ -92,7 +98,18 @@ def build_services(settings: Settings) -> tuple[Services, ResultListener]:
     )
     listener.on_message(registry_channel(settings.cache_prefix), models_.registry_changed)
     services = Services(
-        settings, models_, predictions_, jobs_, dispatcher, cache, broker, producer, repo, writer
+        settings,
+        models_,
+        predictions_,
+        jobs_,
+        dispatcher,
+        cache,
+        broker,
+        producer,
+        repo,
+        writer,
+        logs=LogService(settings, repo, writer, models_),
+        uploads=uploads_,
     )
     return services, listener
 
@@ -121,11 +138,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url="/redoc",
+        # api/docs.py serves both pages from local files instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
-    for module in (health, predictions, jobs, models, logs, metrics):
+    for module in (health, predictions, jobs, uploads, models, logs, metrics):
         app.include_router(module.router)
+    install_docs(app)
     install_error_handlers(app)
     app.add_middleware(Observability)
     return app

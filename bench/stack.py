@@ -38,7 +38,7 @@ from bench.wrk import start_wrk_load, wrk_path
 from dev.services import ManagedProcess, free_port, start_redis, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-API_KEY = "bench-key"
+API_KEY = "bench-key-for-benchmarks"
 PERTURBED_FEATURE = "mean radius"
 POOL_PROCESSES = 2
 WORKER_ARGS = ["--concurrency", str(POOL_PROCESSES), "--pool", "prefork"]

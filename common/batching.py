@@ -27,6 +27,7 @@ class Request:
     received_at: float
     future: asyncio.Future[dict[str, Any]]
     rows_json: bytes = b""  # orjson.dumps(rows), when the caller has it already
+    owner: str = ""  # the tenant whose request this is: its log row is theirs
 
 
 Dispatch = Callable[[ModelMetadata, list[Request]], Awaitable[dict[str, Any]]]
@@ -49,13 +50,14 @@ class MicroBatcher:
         rows: list[list[Any]],
         received_at: float,
         rows_json: bytes = b"",
+        owner: str = "",
     ) -> dict[str, Any]:
         key = (meta.model_type, meta.version, meta.sha256)
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(self, meta)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        lane.add(Request(request_id, rows, received_at, future, rows_json))
+        lane.add(Request(request_id, rows, received_at, future, rows_json, owner))
         return await future
 
 

@@ -26,9 +26,15 @@ def rows_digest(rows: list[list[Any]] | bytes) -> str:
     return hashlib.blake2b(encoded, digest_size=20).hexdigest()
 
 
-def prediction_key(prefix: str, meta: ModelMetadata, rows: list[list[Any]] | bytes) -> str:
-    # Type, version and artifact checksum: activating or republishing never serves stale.
-    return f"{prefix}pred:{meta.model_type}:{meta.version}:{meta.sha256[:16]}:{rows_digest(rows)}"
+def prediction_key(
+    prefix: str, meta: ModelMetadata, rows: list[list[Any]] | bytes, owner: str | None = None
+) -> str:
+    """Type, version and artifact checksum: activating or republishing never serves stale.
+    With an owner (SERVING_CACHE_SCOPE=key), the entry is that key's alone: a hit never
+    tells one key what another sent. Without one, every key shares it."""
+    scope = f"{owner}:" if owner else "all:"
+    model = f"{meta.model_type}:{meta.version}:{meta.sha256[:16]}"
+    return f"{prefix}pred:{model}:{scope}{rows_digest(rows)}"
 
 
 class PredictionCache:

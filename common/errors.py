@@ -60,6 +60,13 @@ class JobNotFound(ServingError):
     type = "job_not_found"
 
 
+class UploadNotFound(ServingError):
+    """No upload by that name under the caller's key (or it names no upload at all)."""
+
+    status = HTTPStatus.NOT_FOUND
+    type = "upload_not_found"
+
+
 class JobConflict(ServingError):
     status = HTTPStatus.CONFLICT
     type = "job_conflict"
@@ -144,6 +151,13 @@ class CallbackFailed(ServingError):
     type = "callback_failed"
 
 
+class CallbackRefused(InvalidInput):
+    """A callback URL whose host is, or resolves to, an address callbacks may not go to
+    (loopback, private, ...): 422 at submission; at delivery given up, never retried."""
+
+    type = "callback_refused"
+
+
 class TooManyRequests(ServingError):
     """This API process already has its limit of synchronous predictions waiting on the
     workers: refused at once, with `Retry-After`, instead of queueing without bound."""
@@ -159,10 +173,33 @@ class TooManyRequests(ServingError):
             {"max_in_flight_predictions": limit, "retry_after_seconds": retry_after},
         )
 
+    @classmethod
+    def submissions_at_limit(cls, limit: int, retry_after: int) -> TooManyRequests:
+        return cls(
+            f"the server is already reading {limit} job submissions, its limit; "
+            f"retry in {retry_after} s",
+            {"max_job_submissions_in_flight": limit, "retry_after_seconds": retry_after},
+        )
+
     def headers(self) -> dict[str, str]:
         details = self.details if isinstance(self.details, dict) else {}
         seconds = details.get("retry_after_seconds")
         return {"Retry-After": str(seconds if isinstance(seconds, int) else 1)}
+
+
+class TooManyJobs(TooManyRequests):
+    """The caller's key already has its limit of jobs queued or running: refused until
+    one of them ends, so one key cannot fill the queues for every other."""
+
+    type = "too_many_jobs"
+
+    @classmethod
+    def for_key(cls, limit: int, active: int, retry_after: int) -> TooManyJobs:
+        return cls(
+            f"this key already has {active} jobs queued or running; the limit is {limit} "
+            f"per key (max_jobs_per_key): retry in {retry_after} s, once one has ended",
+            {"max_jobs_per_key": limit, "active_jobs": active, "retry_after_seconds": retry_after},
+        )
 
 
 class BackendUnavailable(ServingError):

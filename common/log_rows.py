@@ -28,6 +28,8 @@ def log_row(
     error: ServingError | None = None,
     cached: bool = False,
     worker: str | None = None,
+    owner: str | None = None,
+    job_id: str | None = None,
 ) -> dict[str, Any]:
     """One row of the log: `inputs` in the version's feature order (GET /logs names them
     again), `output` None for a failure."""
@@ -44,6 +46,8 @@ def log_row(
         "status": "ok" if error is None else "error",
         "error": None if error is None else f"{error.type}: {error.message}",
         "worker": worker,
+        "owner": owner or None,
+        "job_id": job_id,
     }
 
 
@@ -74,6 +78,7 @@ def batch_rows(
                 segment.received_at,
                 error=error,
                 worker=worker,
+                owner=segment.owner,
             )
         )
         start = end

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -22,12 +24,21 @@ DEFAULT_SKOPS_TRUSTED_TYPES = [
 ]
 
 
+# Startup refuses keys and secrets shorter than this, or starting with the placeholder.
+MIN_SECRET_CHARS = 16
+PLACEHOLDER_PREFIX = "change-me"
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SERVING_", env_file=None, extra="ignore")
+    # Errors never repeat the input: it holds the plain API keys and secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="SERVING_", env_file=None, extra="ignore", hide_input_in_errors=True
+    )
 
     # Redis: one URL by default; broker, result backend and cache can be split (other
     # databases or other instances). Credentials go in `redis_username` (an ACL user)
@@ -188,8 +199,19 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("callback_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network in CIDR form") from None
+        return value
+
     @model_validator(mode="after")
     def _hash_keys(self) -> Settings:
+        self._refuse_weak_secrets()
         # Keep only digests in memory: a settings dump or a traceback never shows a key.
         self.api_key_sha256 = [*self.api_key_sha256, *map(hash_api_key, self.api_keys)]
         self.admin_api_key_sha256 = [
@@ -204,6 +226,33 @@ class Settings(BaseSettings):
                 "broker_visibility_timeout_seconds must exceed task_time_limit_seconds"
             )
         return self
+
+    def _refuse_weak_secrets(self) -> None:
+        """A placeholder copied from .env.example, or a key short enough to guess, must
+        never guard a running service: refuse to start, naming the variable (never the
+        value)."""
+        plain = {"SERVING_API_KEYS": self.api_keys, "SERVING_ADMIN_API_KEYS": self.admin_api_keys}
+        if self.callback_secret is not None:
+            plain["SERVING_CALLBACK_SECRET"] = [self.callback_secret.get_secret_value()]
+        for variable, values in plain.items():
+            for value in values:
+                if value.lower().startswith(PLACEHOLDER_PREFIX):
+                    raise ValueError(
+                        f"{variable}: a value is .env.example's {PLACEHOLDER_PREFIX!r} "
+                        "placeholder; set a random one"
+                    )
+                if len(value) < MIN_SECRET_CHARS:
+                    raise ValueError(
+                        f"{variable}: a key is shorter than {MIN_SECRET_CHARS} characters"
+                    )
+        for variable, name in [
+            ("SERVING_API_KEY_SHA256", "api_key_sha256"),
+            ("SERVING_ADMIN_API_KEY_SHA256", "admin_api_key_sha256"),
+        ]:
+            digests = [d.lower() for d in getattr(self, name)]
+            if not all(SHA256_HEX.fullmatch(d) for d in digests):
+                raise ValueError(f"{variable}: a digest is not 64 hexadecimal characters")
+            setattr(self, name, digests)  # as hexdigest() writes them, for the comparison
 
     @property
     def effective_job_queue(self) -> str:

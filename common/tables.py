@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -30,3 +30,10 @@ class PredictionLog(Base):
     status: Mapped[str] = mapped_column(String(16))  # "ok" or "error"
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)  # host:pid
+    # Whose request this was: the key's digest (common.tenancy), never the key. Rows
+    # written before owners were recorded have none, and only admin keys see them.
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+    # A key's own rows, newest first, without a sort: GET /logs's usual question.
+    __table_args__ = (Index("ix_prediction_log_owner_id", "owner", "id"),)

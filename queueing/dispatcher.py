@@ -39,6 +39,7 @@ class BatchRequest(Protocol):
     rows: list[list[Any]]
     received_at: float
     rows_json: bytes
+    owner: str
 
 
 def create_producer(settings: Settings) -> Celery:
@@ -56,7 +57,7 @@ def rows_text(requests: Iterable[BatchRequest]) -> str:
 
 
 def predict_batch_message(meta: Any, requests: Sequence[BatchRequest]) -> PredictBatch:
-    segments = tuple(Segment(r.request_id, len(r.rows), r.received_at) for r in requests)
+    segments = tuple(Segment(r.request_id, len(r.rows), r.received_at, r.owner) for r in requests)
     return PredictBatch(Artifact.of(meta), rows_text(requests), segments)
 
 

@@ -47,12 +47,13 @@ class Artifact:
 
 @dataclass(frozen=True)
 class Segment:
-    """One request inside a batch: its id, how many of the batch's rows are its own, and
-    when the API received it."""
+    """One request inside a batch: its id, how many of the batch's rows are its own,
+    when the API received it, and whose it is (the tenant's digest; its log row's owner)."""
 
     request_id: str
     n_rows: int
     received_at: float
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class PredictBatch:
 
     def args(self) -> list[Any]:
         a = self.artifact
-        segments = [[s.request_id, s.n_rows, s.received_at] for s in self.segments]
+        segments = [[s.request_id, s.n_rows, s.received_at, s.owner] for s in self.segments]
         return [a.model_type, a.version, a.sha256, self.rows_json, segments]
 
     @classmethod
@@ -78,7 +79,11 @@ class PredictBatch:
     ) -> Self:
         # Rows as lists (not text) came from an API of an earlier release.
         text = rows if isinstance(rows, str) else orjson.dumps(rows).decode()
-        parsed = tuple(Segment(str(s[0]), int(s[1]), float(s[2])) for s in segments)
+        # A segment of three came from an API of an earlier release: it has no owner.
+        parsed = tuple(
+            Segment(str(s[0]), int(s[1]), float(s[2]), str(s[3]) if len(s) > 3 else "")
+            for s in segments
+        )
         return cls(Artifact(model_type, version, sha256), text, parsed)
 
     def rows(self) -> list[list[Any]]:

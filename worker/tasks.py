@@ -15,7 +15,13 @@ from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure
 
 from common import callbacks
-from common.errors import CallbackFailed, PredictionTimeLimit, ServingError, StoreUnavailable
+from common.errors import (
+    CallbackFailed,
+    InvalidInput,
+    PredictionTimeLimit,
+    ServingError,
+    StoreUnavailable,
+)
 from common.jobs import job_status
 from common.settings import Settings
 from queueing.messages import (
@@ -99,7 +105,19 @@ def deliver_callback(task: ServingTask, job_id: str) -> int | None:
             return None  # expired, or no callback asked for
         location = task.resources.runner.output_location(job)
         body = job_status(job, location).model_dump_json().encode()
-        return callbacks.deliver(job.callback_url, body, secret.get_secret_value())
+        return _deliver(task.settings, job.callback_url, body, secret.get_secret_value())
+
+
+def _deliver(settings: Settings, url: str, body: bytes, secret: str) -> int | None:
+    try:
+        return callbacks.deliver(
+            url, body, secret, settings.callback_timeout_seconds, settings.callback_allowed_networks
+        )
+    except InvalidInput as exc:
+        # The address is refused (its DNS changed since the job was submitted, or the
+        # allowed networks did): another attempt would be refused too, so none is made.
+        log.warning("callback not delivered, and not retried: %s", exc)
+        return None
 
 
 def ping(task: ServingTask) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -11,9 +12,13 @@ from pydantic import BaseModel
 from api.bodies import job_request
 from api.deps import Caller, ReaderDep, Services, ServicesDep
 from api.examples import EXAMPLE_ROW
-from api.responses import errors, read_json
+from api.file_bodies import body_media_type, body_of, declared_length, file_job_request
+from api.responses import errors, read_json_body
+from api.routes.uploads import FILE_CONTENT, file_errors
 from common.jobs import JobStatus
+from common.registry import MODEL_TYPE_PATTERN, VERSION_PATTERN
 from common.schemas import Prediction
+from common.services.file_jobs import submit_file
 
 router = APIRouter(tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{16,64}$")]
@@ -40,7 +45,8 @@ JOB_BODY: dict[str, Any] = {
                     "properties": {
                         "input_object": {
                             "type": "string",
-                            "description": "instead of input_data: a CSV object's key in the store",
+                            "description": "instead of input_data: one of the caller's "
+                            "uploads (GET /uploads), as `<name>` or `uploads/<owner>/<name>`",
                         },
                         "callback_url": {
                             "type": "string",
@@ -64,10 +70,13 @@ JOB_BODY: dict[str, Any] = {
                         "value": {"input_data": [EXAMPLE_ROW, EXAMPLE_ROW], "model_type": "xgboost"}
                     }
                 },
-            }
+            },
+            # Or the input itself, a file: the model and callback_url are query parameters.
+            **FILE_CONTENT,
         },
     }
 }
+FileQuery = "with a CSV or Parquet body only (a JSON body names it in its fields)"
 
 
 def accepted(status: JobStatus) -> Response:
@@ -87,11 +96,13 @@ async def submit(
     version: str | None,
     idempotency_key: str | None,
 ) -> Response:
-    payload = await read_json(request, services.settings.job_max_body_bytes)
-    parsed = job_request(
-        payload, caller.tenant, model_type, version, services.settings, idempotency_key
-    )
-    return accepted(await services.jobs.submit(parsed))
+    # A slot of this process's job submissions, held from before the body is read.
+    with services.jobs.submission_slot():
+        body = await read_json_body(request, services.settings.job_max_body_bytes)
+        parsed = await job_request(
+            body.payload, caller.tenant, model_type, version, services.settings, idempotency_key
+        )
+        return accepted(await services.jobs.submit(replace(parsed, body_bytes=body.size)))
 
 
 @router.post(
@@ -99,16 +110,38 @@ async def submit(
     status_code=202,
     response_model=JobStatus,
     openapi_extra=JOB_BODY,
-    responses=errors(400, 401, 404, 409, 413, 415, 422, 503),
+    responses=file_errors(400, 401, 404, 409, 413, 415, 422, 429, 503),
     summary="Submit a prediction job; poll its status URL",
+    description=(
+        "The body is JSON (`input_data` rows, or `input_object`: one of the caller's "
+        "uploads), or the input itself as a CSV or Parquet file, stored as an upload "
+        "of the caller's, `job-<id>.csv`, deleted with the job."
+    ),
 )
 async def submit_job(
     request: Request,
     services: ServicesDep,
     caller: ReaderDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    model_type: Annotated[
+        str | None, Query(pattern=MODEL_TYPE_PATTERN, description=FileQuery)
+    ] = None,
+    version: Annotated[str | None, Query(pattern=VERSION_PATTERN, description=FileQuery)] = None,
+    callback_url: Annotated[str | None, Query(max_length=2048, description=FileQuery)] = None,
 ) -> Response:
-    return await submit(request, services, caller, None, None, idempotency_key)
+    params = (model_type, version, callback_url)
+    content_type = request.headers.get("content-type", "")
+    media_type = body_media_type(content_type, params)
+    if not media_type:
+        return await submit(request, services, caller, None, None, idempotency_key)
+    with services.jobs.submission_slot():
+        parsed = await file_job_request(
+            caller.tenant, params, media_type, services.settings, idempotency_key
+        )
+        status = await submit_file(
+            services.jobs, parsed, content_type, body_of(request), declared_length(request)
+        )
+    return accepted(status)
 
 
 @router.get(

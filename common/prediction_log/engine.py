@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -80,5 +80,22 @@ def create_tables(engine: Engine) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
         for table in Base.metadata.sorted_tables:
             conn.execute(CreateTable(table, if_not_exists=True))
+            _add_missing_columns(conn, table)
             for index in table.indexes:
                 conn.execute(CreateIndex(index, if_not_exists=True))
+
+
+def _add_missing_columns(conn: Connection, table: Table) -> None:
+    """Columns added since a database was made (owner, job_id), added to it: nullable,
+    so rows already there stay as they were. (Schema changes beyond adding a nullable
+    column need a real migration tool.)"""
+    present = {column["name"] for column in inspect(conn).get_columns(table.name)}
+    for column in table.columns:
+        if column.name in present:
+            continue
+        if not column.nullable:
+            raise RuntimeError(
+                f"{table.name} lacks the column {column.name}, which cannot be added"
+            )
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))

@@ -31,6 +31,8 @@ _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "error": None,
     "worker": None,
     "cached": False,
+    "owner": None,
+    "job_id": None,
 }
 
 

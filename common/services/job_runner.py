@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from common import metrics, results_csv
 from common.errors import PredictionFailed, ServingError, StoreUnavailable
-from common.job_inputs import InputPlan, plan_input, read_slice, slice_from_json
+from common.job_inputs import InputPlan, input_format, plan_input, read_slice, slice_from_json
 from common.jobs import Job, JobState, JobStore
 from common.log_rows import log_row, worker_name
 from common.registry import Registry
@@ -165,11 +165,19 @@ class JobRunner:
             (offset, self.jobs.results(job, offset, RESULTS_PAGE_ROWS))
             for offset in range(0, job.n_rows, RESULTS_PAGE_ROWS)
         )
+        # Bound for deletion before it is written, so no crash leaves one that outlives
+        # its job; a rerun only sets the same time again.
+        self.jobs.expire_object(job.output_object, job.created_at + self.settings.job_ttl_seconds)
         # Spooled to disk past 8 MiB and streamed to the store from there: a million rows
         # of results never sit in memory.
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as buffer:
-            for piece in results_csv.document(meta, pages):
-                buffer.write(piece.encode())
+            if input_format(job.output_object) == "parquet":
+                from common import results_parquet
+
+                results_parquet.write(meta, pages, buffer)
+            else:
+                for piece in results_csv.document(meta, pages):
+                    buffer.write(piece.encode())
             buffer.seek(0)
             try:
                 self.registry.store.put_file(job.output_object, buffer)  # type: ignore[arg-type]
@@ -180,10 +188,25 @@ class JobRunner:
                 ) from exc
 
     def output_location(self, job: Job) -> str | None:
-        """Where the job's results object is fetched (a presigned URL, a file URI)."""
+        """Where the job's owner fetches its results object (a presigned URL valid for
+        `presign_seconds`, a file URI): for its callback, which goes to the owner."""
         if job.output_object is None:
             return None
-        return self.registry.store.location(job.output_object, self.settings.job_ttl_seconds)
+        return self.registry.store.location(job.output_object, self.settings.presign_seconds)
+
+    def expire_objects(self, now: float, limit: int = 500) -> int:
+        """Delete the store objects whose job has expired (results, a job body's upload);
+        how many. One that fails to go stays due, for the next round."""
+        deleted: list[str] = []
+        for key in self.jobs.due_objects(now, limit):
+            try:
+                self.registry.store.delete(key)
+            except Exception as exc:
+                log.warning("could not delete the expired object %r (%s)", key, type(exc).__name__)
+                continue
+            deleted.append(key)
+        self.jobs.forget_objects(deleted)
+        return len(deleted)
 
     def fail(self, job_id: str, error: ServingError, stalled_before: float | None = None) -> bool:
         """End a job failed with `error` (if it has not ended, and with `stalled_before`
@@ -216,6 +239,8 @@ class JobRunner:
                     job.created_at,
                     error=error,
                     worker=worker_name(),
+                    owner=job.owner,
+                    job_id=job_id,
                 )
             ]
         )

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from common import metrics, results_csv
@@ -17,11 +18,12 @@ from common.jobs.deferred import deferred_outcome
 from common.observability import new_id
 from common.registry import ModelMetadata
 from common.schemas import PredictResponse
+from common.services.job_limits import JobLimits, check_idempotency_key
 from common.services.models import ModelService
 from common.services.predictions import render_predictions
 from common.services.requests import JobRequest
+from common.services.uploads import UploadService
 from common.settings import Settings
-from common.store import check_key
 from common.tenancy import Tenant
 
 log = logging.getLogger(__name__)
@@ -48,32 +50,49 @@ class JobService:
         store: AsyncJobStore,
         models: ModelService,
         dispatcher: JobDispatcher,
+        uploads: UploadService | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.models = models
         self.dispatcher = dispatcher
+        # The store's callers' objects: what a job's input_object may name, and the
+        # presigned URL of its results (the models' store by default).
+        self.uploads = uploads or UploadService(settings, models.registry.store)
         self._settling: set[asyncio.Task[None]] = set()
+        self.limits = JobLimits(settings, store)
+
+    def submission_slot(self) -> AbstractContextManager[None]:
+        """Held by a front end while it reads, parses and submits one job (a 429 past
+        max_job_submissions_in_flight in this process)."""
+        return self.limits.submission_slot()
 
     async def submit(self, request: JobRequest) -> JobStatus:
+        check_idempotency_key(request.idempotency)
         meta = await self.models.resolve(request.model_type, request.version)
         if request.idempotency is not None:
             earlier = await self._earlier(request)
             if earlier is not None:
                 return await self.render(earlier)
-        job, chunks = self._new_job(request, meta)
-        await self.store.create(job)
+        await self.limits.check_room(request.owner)  # before the rows are validated
+        job, chunks = await self._new_job(request, meta)
+        await self.limits.create(job)
         await self._publish(job, meta, chunks)
         metrics.JOBS.labels("submitted").inc()
         if request.idempotency is not None:
-            won = await self.store.bind_idempotency(
-                request.owner, request.idempotency.key, request.idempotency.body_digest, job.job_id
-            )
-            if not won:  # a concurrent submission with the same key was bound first
-                await self.store.move(job.job_id, JobState.CANCELLED, time.time())
-                earlier = await self._earlier(request)
-                if earlier is not None:
-                    return await self.render(earlier)
+            return await self._bind(request, job)
+        return await self.render_id(job.job_id)
+
+    async def _bind(self, request: JobRequest, job: NewJob) -> JobStatus:
+        """Bind the Idempotency-Key to the job just published, unless a concurrent
+        submission with the same key was bound first: then that one's job is the answer."""
+        assert request.idempotency is not None
+        key, digest = request.idempotency.key, request.idempotency.body_digest
+        if not await self.store.bind_idempotency(request.owner, key, digest, job.job_id):
+            await self.store.move(job.job_id, JobState.CANCELLED, time.time())
+            earlier = await self._earlier(request)
+            if earlier is not None:
+                return await self.render(earlier)
         return await self.render_id(job.job_id)
 
     async def _earlier(self, request: JobRequest) -> Job | None:
@@ -91,21 +110,21 @@ class JobService:
             )
         return await self.store.get(job_id)
 
-    def _new_job(
+    async def _new_job(
         self, request: JobRequest, meta: ModelMetadata
     ) -> tuple[NewJob, list[list[list[Any]]]]:
-        size = self.settings.job_chunk_rows
+        size, job_id = self.settings.job_chunk_rows, new_id()
         if request.input_object is not None:
             chunks: list[list[list[Any]]] = []
-            n_rows, source = 0, check_key(request.input_object)
+            n_rows, source = 0, await self.uploads.resolve(request.tenant, request.input_object)
         else:
-            rows = self.models.validator(meta).validate(
-                request.input_data, self.settings.job_max_rows
+            rows = await self.models.validate(
+                meta, request.input_data, self.settings.job_max_rows, request.body_bytes
             )
             chunks = chunks_of(rows, size)
             n_rows, source = len(rows), None
         job = NewJob(
-            job_id=new_id(),
+            job_id=job_id,
             owner=request.owner,
             model_type=meta.model_type,
             version=meta.version,
@@ -116,7 +135,7 @@ class JobService:
             created_at=time.time(),
             callback_url=request.callback_url,
             input_object=source,
-            output_object=output_key(source) if source else None,
+            output_object=output_key(job_id, source) if source else None,
         )
         return job, chunks
 
@@ -142,7 +161,7 @@ class JobService:
         return job
 
     async def status(self, tenant: Tenant, job_id: str) -> JobStatus:
-        return await self.render(await self.get(tenant, job_id))
+        return await self.render(await self.get(tenant, job_id), tenant)
 
     async def render_id(self, job_id: str) -> JobStatus:
         """The status of a job this request just made (so it is the caller's own)."""
@@ -151,10 +170,13 @@ class JobService:
             raise JobNotFound(f"no job {job_id!r} (expired at once: check job_ttl_seconds)")
         return await self.render(job)
 
-    async def render(self, job: Job) -> JobStatus:
+    async def render(self, job: Job, viewer: Tenant | None = None) -> JobStatus:
+        """`viewer` None: the job's owner (its submission). Only the owner gets a
+        presigned URL of the results object: an admin reads the results by the API."""
         if job.state is not JobState.SUCCEEDED:
             return job_status(job)
-        location = self.models.location(job.output_object) if job.output_object else None
+        owner = viewer is None or viewer.owner == job.owner
+        location = self.uploads.presign(job.output_object) if job.output_object and owner else None
         result = None
         if job.n_rows <= self.settings.job_inline_result_rows:
             meta = await self.models.metadata(job.model_type, job.version)

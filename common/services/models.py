@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from common import metrics
 from common.cache import models_epoch_key, notify_registry_changed, purge_predictions
 from common.catalog import CatalogCache
 from common.errors import BackendUnavailable, ModelNotFound
@@ -21,6 +23,10 @@ from common.registry import (
 from common.schemas import InputValidator
 from common.settings import Settings
 
+# The rows of a body larger than this are validated on a thread: about 8 ms a MiB of
+# rows on the fast path, 20 ms through pydantic (30 MB of rows: 0.24 s and 0.57 s),
+# which the event loop's other requests would otherwise wait out.
+OFF_LOOP_BYTES = 1024 * 1024
 
 class ModelService:
     def __init__(self, settings: Settings, registry: Registry, cache: aioredis.Redis) -> None:
@@ -30,6 +36,9 @@ class ModelService:
         self.catalog_cache = CatalogCache(
             registry, settings.registry_cache_seconds, settings.max_rows_per_request
         )
+        # Its own threads: big bodies never wait behind other blocking work, and at most
+        # two validate at once (each holds its rows; the GIL shares one core anyway).
+        self._validating = ThreadPoolExecutor(2, thread_name_prefix="validate")
 
     async def catalog(self) -> Catalog:
         return await self.catalog_cache.get()
@@ -59,6 +68,20 @@ class ModelService:
 
     def validator(self, meta: ModelMetadata) -> InputValidator:
         return self.catalog_cache.validator(meta)
+
+    async def validate(
+        self, meta: ModelMetadata, input_data: Any, max_rows: int | None, body_bytes: int
+    ) -> list[list[Any]]:
+        """`input_data` as rows in feature order (InvalidInput naming what is wrong); on
+        a thread when its body was over OFF_LOOP_BYTES, on the loop (no hop) otherwise."""
+        validator = self.validator(meta)
+        if body_bytes <= OFF_LOOP_BYTES:
+            return validator.validate(input_data, max_rows)
+        metrics.OFF_LOOP_VALIDATIONS.inc()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._validating, validator.validate, input_data, max_rows
+        )
 
     def location(self, key: str) -> str:
         """Where a caller fetches an object of the store (a presigned URL, a file URI)."""

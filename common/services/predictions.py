@@ -36,7 +36,8 @@ class PredictDispatcher(Protocol):
 
 
 class LogWriter(Protocol):
-    def submit(self, entry: dict[str, Any]) -> None: ...
+    async def put(self, entry: dict[str, Any]) -> None:
+        """Queue a log row; waits (never blocking the loop) while the queue is full."""
 
 
 # Turns a prediction past its deadline into a job: (owner, meta, details, received_at).
@@ -102,18 +103,28 @@ class PredictionService:
         carries the job's status) instead of an error."""
         received_at = time.time()
         meta = await self.models.resolve(request.model_type, request.version)
-        rows = self.models.validator(meta).validate(request.input_data)
+        rows = await self.models.validate(meta, request.input_data, None, request.body_bytes)
         request_id = request_id_var.get() or new_id()
         labels = (meta.model_type, meta.version)
         # Encoded once: for the cache key, and as the rows the task carries.
         encoded = orjson.dumps(rows)
-        key = prediction_key(self.settings.cache_prefix, meta, encoded)
+        scope = request.owner if self.settings.cache_scope == "key" else None
+        key = prediction_key(self.settings.cache_prefix, meta, encoded, scope)
         cached = await self._cache_get(key)
         metrics.CACHE_LOOKUPS.labels(*labels, "miss" if cached is None else "hit").inc()
         if cached is not None:
             result = orjson.loads(cached)
-            self.log_writer.submit(
-                log_row(request_id, labels, len(rows), rows, result, received_at, cached=True)
+            await self.log_writer.put(
+                log_row(
+                    request_id,
+                    labels,
+                    len(rows),
+                    rows,
+                    result,
+                    received_at,
+                    cached=True,
+                    owner=request.owner,
+                )
             )
         else:
             result = await self._from_workers(
@@ -137,7 +148,9 @@ class PredictionService:
         try:
             # Only a request that goes to a worker takes a slot: hits cost nothing.
             with self.admission.slot(), metrics.PREDICTIONS_IN_FLIGHT.track_inprogress():
-                return await self.batcher.predict(meta, request_id, rows, received_at, encoded)
+                return await self.batcher.predict(
+                    meta, request_id, rows, received_at, encoded, owner
+                )
         except TooManyRequests as exc:
             metrics.PREDICTIONS.labels(*labels, exc.type).inc()
             metrics.PREDICTIONS_REJECTED.labels(*labels).inc()

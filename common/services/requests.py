@@ -14,6 +14,7 @@ class PredictRequest:
     model_type: str | None
     version: str | None
     input_data: Any  # one row (an object) or a list of rows; validated by the service
+    body_bytes: int = 0  # the body's size: past 1 MiB its rows are validated off the loop
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class JobRequest:
     input_object: str | None = None  # ... or the key of an object in the model store
     callback_url: str | None = None
     idempotency: Idempotency | None = None
+    body_bytes: int = 0  # as for a prediction
 
     @property
     def owner(self) -> str:

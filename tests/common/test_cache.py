@@ -90,3 +90,13 @@ def test_bool_and_number_rows_differ() -> None:
 def test_channel_and_epoch_keys_use_the_prefix() -> None:
     assert registry_channel("s:") == "s:registry-changed"
     assert models_epoch_key("s:") == "s:models-epoch"
+
+
+def test_each_owner_has_its_own_entry_unless_the_scope_is_global() -> None:
+    a = prediction_key("p:", meta(), ROWS, "owner-a")
+    b = prediction_key("p:", meta(), ROWS, "owner-b")
+
+    assert a != b
+    assert prediction_key("p:", meta(), ROWS, "owner-a") == a
+    assert prediction_key("p:", meta(), ROWS) not in {a, b}  # the shared one is apart
+    assert all(key.startswith("p:pred:xgboost:1:") for key in (a, b))

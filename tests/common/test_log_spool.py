@@ -53,6 +53,8 @@ def row(i: int, **overrides: Any) -> dict[str, Any]:
         "status": "error" if i % 7 == 0 else "ok",
         "error": "boom" if i % 7 == 0 else None,
         "worker": None if i % 3 == 0 else f"host:{i}",
+        "owner": None if i % 6 == 0 else f"owner-{i % 2}",
+        "job_id": f"job-{i}" if i % 4 == 0 else None,
     }
     values.update(overrides)
     return values

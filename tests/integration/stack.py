@@ -50,6 +50,9 @@ def stack_fields(
         "log_level": "INFO",
         "worker_metrics_port": free_port(),
         "callback_secret": CALLBACK_SECRET,
+        # The tests' receivers listen on 127.0.0.1, which callbacks may not reach unless
+        # allowed (common/callbacks/addresses.py); the rest of loopback stays refused.
+        "callback_allowed_networks": "127.0.0.1/32",
     }
 
 
@@ -129,9 +132,30 @@ class Stack:
         self.processes.append(proc.start())
         return proc
 
-    def start(self, workers: int = 1, api_processes: int = 1) -> Stack:
+    def start_callback_worker(self, name: str | None = None) -> ManagedProcess:
+        """`python -m worker --callbacks`: the callback queue alone, on threads. Named
+        `callbacks-...`, so `p.name.startswith("worker")` finds only prediction workers."""
+        name = name or f"callbacks-{self.name}"
+        args = [
+            sys.executable,
+            "-m",
+            "worker",
+            "--callbacks",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        env = self.env | {"SERVING_WORKER_METRICS_PORT": str(free_port())}
+        proc = ManagedProcess(name, args, self.tmp / f"{name}.log", env=env, cwd=ROOT)
+        self.processes.append(proc.start())
+        return proc
+
+    def start(self, workers: int = 1, api_processes: int = 1, callback_workers: int = 1) -> Stack:
         for i in range(workers):
             self.start_worker(f"worker{i}-{self.name}")
+        for i in range(callback_workers):
+            self.start_callback_worker(f"callbacks{i}-{self.name}")
         self.start_api(api_processes)
         try:
             wait_until(self._healthy, 90, f"stack {self.name}")

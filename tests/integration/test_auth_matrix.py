@@ -32,7 +32,12 @@ PUBLIC = {
 }
 ADMIN = {"DELETE /delete-models"}
 # A plausible value for every path parameter; a new parameter needs one here.
-PATH_VALUES = {"model_type": "xgboost", "version": "1", "job_id": "0123456789abcdef" * 2}
+PATH_VALUES = {
+    "model_type": "xgboost",
+    "version": "1",
+    "job_id": "0123456789abcdef" * 2,
+    "name": "input.csv",
+}
 
 
 def route_table() -> list[str]:

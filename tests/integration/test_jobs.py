@@ -17,6 +17,7 @@ import pytest
 
 from common.training import TrainedModel, breast_cancer
 from tests.integration.stack import ADMIN_KEY, Stack
+from tests.integration.uploads import put_upload, results_key
 
 pytestmark = pytest.mark.integration
 
@@ -109,9 +110,11 @@ def test_cancel_and_other_keys_and_unknown_ids(stack: Stack) -> None:
         job = client.post("/jobs", json={"input_data": data}).json()
         cancelled = client.delete(job["status_url"])
         again = client.delete(job["status_url"])
-        with stack.client(ADMIN_KEY) as other:
-            assert other.get(job["status_url"]).status_code == 404
-            assert other.delete(job["status_url"]).status_code == 404
+        with stack.client(ADMIN_KEY) as admin:  # an admin key sees every key's jobs
+            seen_by_admin = admin.get(job["status_url"])
+            assert seen_by_admin.status_code == 200, seen_by_admin.text
+            assert seen_by_admin.json()["status"] == "cancelled"
+            assert admin.delete(job["status_url"]).status_code == 409  # already ended
         unknown = client.get("/jobs/" + "0" * 24)
         results = client.get(job["results_url"])
         time.sleep(1)
@@ -206,7 +209,7 @@ def assert_results_match(text: str, x: np.ndarray, trained: TrainedModel) -> lis
 
 
 def run_object_job(client: httpx.Client, key: str, timeout: float = 120) -> Any:
-    """Submit a job of the store object `key` (the xgboost model) and wait for its end."""
+    """Submit a job of the upload `key` (the xgboost model) and wait for its end."""
     job = client.post("/jobs", json={"input_object": key, "model_type": "xgboost"})
     assert job.status_code == 202, job.text
     done, _ = wait_for(client, job.json()["status_url"], {"succeeded", "failed"}, timeout)
@@ -230,12 +233,12 @@ def test_a_csv_object_in_the_store_is_scored_into_a_result_object(
     x, _ = rows(12_000, 0.0088)
     _, _, names, _ = breast_cancer()
     store = stack.registry().store
-    store.put("inputs/batch-1.csv", csv_bytes(x, names))
+    key = put_upload(stack, "batch-1.csv", csv_bytes(x, names))
     with stack.client() as client:
-        done = run_object_job(client, "inputs/batch-1.csv")
+        done = run_object_job(client, key)
     assert done["status"] == "succeeded", done
     assert done["progress"] == {"rows_done": 12_000, "rows_total": 12_000}
-    assert done["output_object"] == "inputs/batch-1.predictions.csv"
+    assert done["output_object"] == results_key(done["job_id"])
     assert done["output_location"].startswith(stack.fields["s3_endpoint_url"])
     download = httpx.get(done["output_location"])  # the presigned URL, no credentials
     assert download.status_code == 200
@@ -243,23 +246,22 @@ def test_a_csv_object_in_the_store_is_scored_into_a_result_object(
     assert table[0] == ["row", "label", "p_malignant", "p_benign"] and len(table) == 12_001
     got = np.array([[float(r[2]), float(r[3])] for r in table[1:]])
     np.testing.assert_allclose(got, demo_models["xgboost"].estimator.predict_proba(x), rtol=1e-6)
-    assert store.get("inputs/batch-1.predictions.csv") == download.content
+    assert store.get(results_key(done["job_id"])) == download.content
 
 
 def test_a_bad_csv_object_fails_the_job_naming_the_problem(stack: Stack) -> None:
     x, _ = rows(10, 0.0099)
     _, _, names, _ = breast_cancer()
-    store = stack.registry().store
-    store.put("inputs/no-radius.csv", csv_bytes(x, names, drop="mean radius"))
+    key = put_upload(stack, "no-radius.csv", csv_bytes(x, names, drop="mean radius"))
     with stack.client() as client:
-        missing = client.post("/jobs", json={"input_object": "inputs/no-radius.csv"}).json()
-        absent = client.post("/jobs", json={"input_object": "inputs/absent.csv"}).json()
+        missing = client.post("/jobs", json={"input_object": key}).json()
+        absent = client.post("/jobs", json={"input_object": "absent.csv"})
         both = client.post("/jobs", json={"input_object": "a.csv", "input_data": []})
         escape = client.post("/jobs", json={"input_object": "../../etc/passwd"})
-        failed = [
-            wait_for(client, j["status_url"], {"succeeded", "failed"})[0] for j in (missing, absent)
-        ]
-    assert [f["status"] for f in failed] == ["failed", "failed"]
-    assert "mean radius" in failed[0]["error"]["message"]
-    assert "no object 'inputs/absent.csv'" in failed[1]["error"]["message"]
-    assert both.status_code == 422 and escape.status_code == 422
+        failed, _ = wait_for(client, missing["status_url"], {"succeeded", "failed"})
+    assert failed["status"] == "failed"
+    assert "mean radius" in failed["error"]["message"]
+    # An upload that does not exist, or a name that is none, is refused at submission.
+    assert absent.status_code == 404 and "no upload 'absent.csv'" in absent.text
+    assert escape.status_code == 404 and escape.json()["error"]["type"] == "upload_not_found"
+    assert both.status_code == 422

@@ -111,6 +111,9 @@ def test_with_the_reader_key(fuzz_stack: Stack, tmp_path: Path) -> None:
     result = schemathesis(fuzz_stack, tmp_path, 25, "--header", f"X-API-Key: {READER_KEY}")
     # the key works everywhere but on the admin route
     assert result["warnings"]["missing_auth"] == ["DELETE /delete-models"]
+    # the tenancy routes are in the schema, so in every run above
+    new_routes = {"PUT /uploads/{name}", "GET /uploads", "DELETE /uploads/{name}", "GET /logs"}
+    assert new_routes <= set(keyed_operations(fuzz_stack))
     assert result["test_cases"]["generated"] >= 700
 
 

@@ -58,7 +58,11 @@ def service(tmp_path: Path, redis_url: str, meta_fields: MetaFactory) -> Build:
     to one loop); `run` closes its client after the scenario."""
     registry = Registry(LocalStore(tmp_path / "store"))
     registry.publish(meta_fields(), b"artifact", activate=True, make_default=True)
-    settings = Settings(local_store_path=tmp_path / "store", job_chunk_rows=2, callback_secret="s")
+    settings = Settings(
+        local_store_path=tmp_path / "store",
+        job_chunk_rows=2,
+        callback_secret="callback-secret-for-tests",
+    )
     prefix = f"svc{uuid.uuid4().hex[:8]}:"
 
     def build() -> tuple[JobService, RecordingDispatcher]:
@@ -181,11 +185,16 @@ def test_results_of_an_unfinished_job_conflict(service: Build) -> None:
 
 
 def test_an_input_object_job_is_prepared_by_a_worker(service: Build) -> None:
+    owner = "0123456789abcdef01234567"  # a key's digest: its uploads are uploads/<owner>/
+
     async def scenario(jobs: JobService, dispatcher: RecordingDispatcher) -> Any:
-        status = await jobs.submit(request(input_data=None, input_object="in/a.csv"))
+        jobs.uploads.store.put(f"uploads/{owner}/a.csv", b"alpha,beta\n1,2\n")
+        named = request(tenant=Tenant(owner), input_data=None, input_object="a.csv")
+        status = await jobs.submit(named)
         return status, dispatcher.sent
 
     status, sent = run(service, scenario)
 
     assert sent == [("prepare", status.job_id)]
-    assert status.input_object == "in/a.csv" and status.output_object is None  # not yet
+    assert status.input_object == f"uploads/{owner}/a.csv"
+    assert status.output_object is None  # not yet
