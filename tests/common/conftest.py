@@ -4,12 +4,14 @@ The machine's SERVING_* variables are cleared for every test by tests/conftest.p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
+from common.prediction_log import create_log_engine, create_tables
 from common.registry import Registry
 from common.store import LocalStore
 
@@ -19,6 +21,15 @@ def store_root(tmp_path: Path) -> Path:
     root = tmp_path / "store"
     root.mkdir()
     return root
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """The prediction log on a SQLite file of the test's own, its tables made."""
+    engine = create_log_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    create_tables(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

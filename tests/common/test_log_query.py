@@ -33,13 +33,6 @@ def names(model_type: str, version: str) -> list[str] | None:
     return NAMES if (model_type, version) == ("m", "1") else None
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = create_log_engine(f"sqlite:///{tmp_path / 'log.db'}")
-    create_tables(engine)
-    return engine
-
-
 def write(engine: Engine, n: int, owner: str, *, rows: int = 1, **extra: Any) -> list[str]:
     ids, entries = [], []
     for i in range(n):

@@ -9,19 +9,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
 from common.prediction_log import (
     BackgroundLogWriter,
     PredictionLogRepo,
-    create_log_engine,
-    create_tables,
 )
 from tests.common.test_prediction_log import entry
 
@@ -38,14 +33,6 @@ class HeldRepo(PredictionLogRepo):
         self.release.wait(30)
         self.batches.append(len(entries))
         super().record(entries)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_log_engine(f"sqlite:///{tmp_path / 'log.db'}")
-    create_tables(engine)
-    yield engine
-    engine.dispose()
 
 
 def waits() -> float:

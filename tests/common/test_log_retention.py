@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,14 +72,6 @@ class Deletes:
     def _seen(self, _conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
         if statement.lstrip().upper().startswith("DELETE"):
             self.rowcounts.append(cursor.rowcount)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_log_engine(f"sqlite:///{tmp_path / 'log.db'}")
-    create_tables(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_purge_deletes_exactly_the_old_rows_in_several_batches(engine: Engine) -> None:

@@ -57,27 +57,40 @@ def build_stack(
     prefix and log file. Use make_stack in a test module (it stops its stacks at the
     module's end) or the shared `stack`; this one stops them only at the session's end."""
 
-    def build(name: str, workers: int = 1, api_processes: int = 1, **overrides: object) -> Stack:
+    def build(
+        name: str,
+        workers: int = 1,
+        api_processes: int = 1,
+        callback_workers: int = 0,
+        **overrides: object,
+    ) -> Stack:
         tmp = Path(tmp_path_factory.mktemp(name))
         fields = stack_fields(name, redis_url, s3_endpoint, tmp, next(_db_index)) | overrides
         stack = Stack(name, fields, tmp)
         stack.publish_demo(demo_models)
         started_stacks.append(stack)
-        return stack.start(workers, api_processes)
+        return stack.start(workers, api_processes, callback_workers)
 
     return build
 
 
 @pytest.fixture(scope="module")
 def make_stack(build_stack: Callable[..., Stack]) -> Iterator[Callable[..., Stack]]:
-    """`make_stack(name, workers=1, api_processes=1, **setting_overrides)`: a stack of the
+    """`make_stack(name, workers=1, api_processes=1, callback_workers=0, **settings)`: a
+    stack (a callback worker only where a test delivers callbacks) of the
     module's own, stopped (API, workers, and any Redis client they hold) at the module's
     end, so no stack of an earlier module runs, or reconnects to a Redis its test
     stopped, for the rest of the session."""
     built: list[Stack] = []
 
-    def make(name: str, workers: int = 1, api_processes: int = 1, **overrides: object) -> Stack:
-        stack = build_stack(name, workers, api_processes, **overrides)
+    def make(
+        name: str,
+        workers: int = 1,
+        api_processes: int = 1,
+        callback_workers: int = 0,
+        **overrides: object,
+    ) -> Stack:
+        stack = build_stack(name, workers, api_processes, callback_workers, **overrides)
         built.append(stack)
         return stack
 
@@ -89,8 +102,8 @@ def make_stack(build_stack: Callable[..., Stack]) -> Iterator[Callable[..., Stac
 @pytest.fixture(scope="session")
 def stack(build_stack: Callable[..., Stack]) -> Stack:
     """The shared stack: one worker process with two prefork children; stopped at the
-    session's end (by started_stacks)."""
-    return build_stack("main")
+    session's end (by started_stacks); and a callback worker."""
+    return build_stack("main", callback_workers=1)
 
 
 @pytest.fixture(scope="session")

@@ -151,7 +151,7 @@ class Stack:
         self.processes.append(proc.start())
         return proc
 
-    def start(self, workers: int = 1, api_processes: int = 1, callback_workers: int = 1) -> Stack:
+    def start(self, workers: int = 1, api_processes: int = 1, callback_workers: int = 0) -> Stack:
         for i in range(workers):
             self.start_worker(f"worker{i}-{self.name}")
         for i in range(callback_workers):

@@ -106,6 +106,7 @@ def receiver() -> Iterator[Receiver]:
 def calling(make_stack: Callable[..., Stack]) -> Stack:
     return make_stack(
         "callbacks",
+        callback_workers=1,
         callback_max_attempts=MAX_ATTEMPTS,
         # The receiver is on loopback, which callbacks reach only when it is allowed.
         callback_allowed_networks="127.0.0.1/32",

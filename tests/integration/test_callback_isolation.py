@@ -27,6 +27,7 @@ PREDICTIONS = 200  # sequential, each a distinct row: every one a cache miss
 def isolated(make_stack: Callable[..., Stack]) -> Stack:
     return make_stack(
         "cbisolated",
+        callback_workers=1,
         callback_concurrency=CALLBACKS,  # every held callback in flight at once
         callback_timeout_seconds=60,  # longer than the receiver holds them
         callback_max_attempts=1,

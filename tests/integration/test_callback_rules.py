@@ -32,7 +32,9 @@ RULE = "callbacks go only to public addresses (SERVING_CALLBACK_ALLOWED_NETWORKS
 
 @pytest.fixture(scope="module")
 def rules(make_stack: Callable[..., Stack]) -> Stack:
-    return make_stack("cbrules", callback_timeout_seconds=DEADLINE, callback_max_attempts=2)
+    return make_stack(
+        "cbrules", callback_workers=1, callback_timeout_seconds=DEADLINE, callback_max_attempts=2
+    )
 
 
 @pytest.fixture(scope="module")

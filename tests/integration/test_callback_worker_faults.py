@@ -30,6 +30,7 @@ VISIBILITY = 6  # seconds; above the hard time limit, as the settings require
 def crashing(make_stack: Callable[..., Stack]) -> Stack:
     return make_stack(
         "cbcrash",
+        callback_workers=1,
         task_max_attempts=1,
         broker_visibility_timeout_seconds=VISIBILITY,
         task_time_limit_seconds=VISIBILITY - 1,

@@ -39,6 +39,7 @@ BIG_MB = 200
 def shared(make_stack: Callable[..., Stack]) -> Stack:
     return make_stack(
         "uploads",
+        callback_workers=1,
         api_keys=f"{A},{B}",
         presign_seconds=PRESIGN_SECONDS,
         callback_allowed_networks="127.0.0.1/32",  # the test's receiver
