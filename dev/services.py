@@ -73,6 +73,7 @@ class ManagedProcess:
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _log: IO[bytes] | None = field(default=None, init=False)
     _stopped: bool = field(default=False, init=False)
+    _terminated: bool = field(default=False, init=False)
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ class ManagedProcess:
             cwd=self.cwd,
             start_new_session=True,
         )
-        self._stopped = False
+        self._stopped = self._terminated = False
         return self
 
     @property
@@ -96,12 +97,20 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM to the process group; SIGKILL to the group if any of it is left
-        after `timeout` seconds. Calling it again does nothing."""
-        if self.popen is not None and not self._stopped:
+    def begin_stop(self) -> None:
+        """SIGTERM to the process group, without waiting: several processes then stop
+        at once, and stop() waits for each."""
+        if self.popen is not None and not self._stopped and not self._terminated:
             if self._group_left():
                 self._signal_group(signal.SIGTERM)
+            self._terminated = True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM to the process group (unless begin_stop sent it); SIGKILL to the group
+        if any of it is left after `timeout` seconds. Calling it again does nothing."""
+        if self.popen is not None and not self._stopped:
+            if self._group_left():
+                self.begin_stop()
                 if not self._wait_group(timeout):
                     self._signal_group(signal.SIGKILL)
                     self._wait_group(timeout)

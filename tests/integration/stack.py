@@ -203,6 +203,10 @@ class Stack:
         )
 
     def stop(self) -> None:
+        # Every process told at once, then each waited for: a stack stops in the time of
+        # its slowest process, not of all of them in turn.
+        for proc in reversed(self.processes):
+            proc.begin_stop()
         for proc in reversed(self.processes):
             proc.stop()
 
