@@ -9,7 +9,6 @@ password. Ctrl-C stops everything this started.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import secrets
 import signal
@@ -24,7 +23,6 @@ from common.settings import Settings, get_settings
 from dev.flower import start_flower
 from dev.services import (
     ManagedProcess,
-    group_members,
     redis_answers,
     start_redis,
     tcp_open,
@@ -97,9 +95,7 @@ def stop_all(started: list[ManagedProcess], grace: float = STOP_GRACE_SECONDS) -
     _ignore_stop_signals()
     services = [p for p in reversed(started) if p.name != "redis"]
     for proc in services:
-        if proc.popen is not None and (proc.alive() or group_members(proc.pid)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
+        proc.begin_stop()
     deadline = time.monotonic() + grace
     for proc in services:
         proc.stop(timeout=max(0.5, deadline - time.monotonic()))

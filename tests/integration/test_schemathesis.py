@@ -2,12 +2,13 @@
 without a key, with wrong keys, with the reader key and with the admin key.
 
 Each run is the `schemathesis run` CLI in a subprocess (its pytest plugin does not work
-with pytest 9.2), with every check but one: no 5xx, every status code documented, every
+with pytest 9.2), with every check but two: no 5xx, every status code documented, every
 response's content type, headers and body as the schema says, bad input refused with a
 4xx, undeclared methods answered 405 with `Allow`, a key always required where the
 schema says so. Left out: `positive_data_acceptance`, because the request schema cannot
 name a model's features (they are per model version, at GET /models/{type}/{version}),
-so schema-valid rows of made-up features are rightly refused with 422.
+so schema-valid rows of made-up features are rightly refused with 422; and
+`use_after_free`, since DELETE /jobs/{id} cancels rather than deletes.
 
 Deterministic (`--generation-deterministic`: no random seed, no example database), and
 run in a temporary directory so that neither Schemathesis' crash cache nor Hypothesis'
@@ -31,7 +32,9 @@ from tests.integration.stack import ADMIN_KEY, READER_KEY, Stack
 
 pytestmark = pytest.mark.integration
 
-CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
+# `use_after_free` is left out too: DELETE /jobs/{id} cancels a job, which stays readable
+# as `cancelled` until it expires (README, Jobs), where the check expects a 404.
+CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance,use_after_free"]
 
 
 @pytest.fixture(scope="module")
