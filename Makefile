@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements*.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench soak isolation venv lint clean docs-assets
+.PHONY: run test bench big-job soak isolation venv lint clean docs-assets
 
 $(STAMP): requirements.txt requirements-api.txt requirements-worker.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
@@ -31,6 +31,10 @@ docs-assets:
 
 bench: $(STAMP)
 	$(PY) -m bench.sync_predict
+
+# Not in CI: the streaming job test with a 1,000,000-row CSV (make test runs 500,000).
+big-job: $(STAMP)
+	TEST_BIG_JOB_ROWS=1000000 $(PY) -m pytest -s tests/integration/test_streaming_jobs.py
 
 # Not in CI: ten minutes of mixed load, exit status 1 on a 5xx, a lost job or a leak.
 # CHAOS=1 adds faults: pool processes killed, chunks failing, the log read-only a while.

@@ -75,3 +75,4 @@ def test_stack_runs_on_a_redis_with_an_acl_user(
     assert any(key.startswith("acl:") for key in keys(2))
     assert not any(key.startswith("celery-task-meta-") for key in keys(2))
     assert PASSWORD not in stack.logs_text()
+    stack.stop()  # while its Redis still runs: a worker without one waits out its grace

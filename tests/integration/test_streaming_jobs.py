@@ -1,10 +1,16 @@
-"""Input objects are read as streams: a 1,000,000-row CSV job and a Parquet job succeed on
-a real stack (S3 server over HTTP), and every worker process stays under 400 MB of
-resident memory, measured as each pool process's peak (VmHWM)."""
+"""Input objects are read as streams: a big CSV job and a Parquet job succeed on a real
+stack (S3 server over HTTP), and every worker process stays under 400 MB of resident
+memory, measured as each pool process's peak (VmHWM).
+
+The CSV has 500,000 rows (105 MiB) in `make test`: a worker that read it whole would need
+over a gigabyte, so the bound still tells streaming from not, in half the time of the
+1,000,000 rows (207 MiB) that `make big-job` runs (TEST_BIG_JOB_ROWS). Planning and
+reading a 1,000,000-row CSV is checked in tests/common/test_job_inputs.py either way."""
 
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +25,7 @@ from tests.integration.uploads import put_upload
 pytestmark = pytest.mark.integration
 
 RSS_LIMIT_MB = 400
-BIG_ROWS = 1_000_000
+BIG_ROWS = int(os.environ.get("TEST_BIG_JOB_ROWS", "500000"))
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -88,7 +94,7 @@ def check_results(
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
-def test_a_million_row_csv_job_in_bounded_memory(
+def test_a_big_csv_job_in_bounded_memory(
     streaming: Stack, demo_models: dict[str, TrainedModel]
 ) -> None:
     x, names = features(BIG_ROWS)
@@ -103,7 +109,7 @@ def test_a_million_row_csv_job_in_bounded_memory(
     assert done["status"] == "succeeded", done
     assert done["progress"] == {"rows_done": BIG_ROWS, "rows_total": BIG_ROWS}
     assert max(peaks.values()) < RSS_LIMIT_MB, peaks
-    sample = np.array([0, 1, 4_999, 5_000, 123_457, 500_000, BIG_ROWS - 1])
+    sample = np.array([0, 1, 4_999, 5_000, 123_457, BIG_ROWS // 2, BIG_ROWS - 1])
     check_results(streaming, done, x, demo_models["xgboost"], sample)
     written = streaming.registry().store.get(str(done["output_object"]))
     lines = written.count(b"\n")
