@@ -64,13 +64,18 @@ async def job_request(
 async def _callback_url(payload: dict[str, Any], settings: Settings) -> str | None:
     if "callback_url" not in payload:
         return None
+    return await callback_target(payload["callback_url"], settings)
+
+
+async def callback_target(url: Any, settings: Settings) -> str:
+    """A job's callback_url, if this server signs callbacks and the URL may be called."""
     if settings.callback_secret is None:
         raise InvalidInput(
             "this server signs no callbacks (SERVING_CALLBACK_SECRET is not set); "
             "poll the job instead"
         )
     # Resolves the host on the event loop's resolver: the loop never waits on DNS.
-    return await check_callback_url(payload["callback_url"], settings.callback_allowed_networks)
+    return await check_callback_url(url, settings.callback_allowed_networks)
 
 
 def _idempotency(key: str | None, body: list[Any]) -> Idempotency | None:

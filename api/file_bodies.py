@@ -10,7 +10,7 @@ import orjson
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
-from common.callbacks import check_callback_url
+from api.bodies import callback_target
 from common.errors import InvalidInput, MalformedBody, UnsupportedMediaType
 from common.services.requests import Idempotency, JobRequest
 from common.services.uploads import MEDIA_TYPES
@@ -43,12 +43,7 @@ async def file_job_request(
     """A job of a file body, its input_object to come (the upload it is stored as)."""
     model_type, version, callback_url = params
     if callback_url is not None:
-        if settings.callback_secret is None:
-            raise InvalidInput(
-                "this server signs no callbacks (SERVING_CALLBACK_SECRET is not set); "
-                "poll the job instead"
-            )
-        callback_url = await check_callback_url(callback_url, settings.callback_allowed_networks)
+        callback_url = await callback_target(callback_url, settings)
     idempotency = None
     if idempotency_key:
         canonical = orjson.dumps([model_type, version, callback_url, media_type])

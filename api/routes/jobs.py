@@ -19,6 +19,7 @@ from common.jobs import JobStatus
 from common.registry import MODEL_TYPE_PATTERN, VERSION_PATTERN
 from common.schemas import Prediction
 from common.services.file_jobs import submit_file
+from common.services.job_limits import IDEMPOTENCY_KEY_MAX_CHARS
 
 router = APIRouter(tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{16,64}$")]
@@ -122,7 +123,7 @@ async def submit_job(
     request: Request,
     services: ServicesDep,
     caller: ReaderDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX_CHARS)] = None,
     model_type: Annotated[
         str | None, Query(pattern=MODEL_TYPE_PATTERN, description=FileQuery)
     ] = None,

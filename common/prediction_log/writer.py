@@ -84,7 +84,7 @@ class BackgroundLogWriter:
                 return
             except queue.Full:
                 if not self._thread.is_alive():  # closed meanwhile: nothing will make room
-                    self._lost([entry], RuntimeError("the log writer has stopped"))
+                    self._lost([entry])
                     return
 
     def flush(self, timeout: float = 10.0) -> None:
@@ -102,7 +102,7 @@ class BackgroundLogWriter:
         self._waiting.shutdown(wait=True, cancel_futures=True)
         left = self._drain()  # rows queued after the writer's last batch
         if left:
-            self._lost(left, RuntimeError("the log writer has stopped"))
+            self._lost(left)
         if self.spool is not None:
             self.spool.close()
 
@@ -116,12 +116,11 @@ class BackgroundLogWriter:
             if item is not None:
                 left.append(item)
 
-    def _lost(self, entries: list[dict[str, Any]], exc: BaseException) -> None:
+    def _lost(self, entries: list[dict[str, Any]]) -> None:
         log.error(
-            "prediction log: %d rows came after the writer stopped (%s); lost: %s",
+            "prediction log: %d rows came after the writer stopped; lost: %s",
             len(entries),
-            exc,
-            ", ".join(str(entry.get("request_id")) for entry in entries),
+            _request_ids(entries),
         )
         with self._idle:
             self._pending -= len(entries)
@@ -162,7 +161,7 @@ class BackgroundLogWriter:
             "(%s); lost: %s",
             len(batch),
             exc,
-            ", ".join(str(entry.get("request_id")) for entry in batch),
+            _request_ids(batch),
         )
 
     def _run(self) -> None:
@@ -185,3 +184,7 @@ class BackgroundLogWriter:
                 self._idle.notify_all()
             if first is None:
                 return
+
+
+def _request_ids(entries: list[dict[str, Any]]) -> str:
+    return ", ".join(str(entry.get("request_id")) for entry in entries)

@@ -28,6 +28,7 @@ from common.settings import Settings
 # which the event loop's other requests would otherwise wait out.
 OFF_LOOP_BYTES = 1024 * 1024
 
+
 class ModelService:
     def __init__(self, settings: Settings, registry: Registry, cache: aioredis.Redis) -> None:
         self.settings = settings
@@ -82,10 +83,6 @@ class ModelService:
         return await loop.run_in_executor(
             self._validating, validator.validate, input_data, max_rows
         )
-
-    def location(self, key: str) -> str:
-        """Where a caller fetches an object of the store (a presigned URL, a file URI)."""
-        return self.registry.store.location(key, self.settings.job_ttl_seconds)
 
     async def delete_models(self) -> dict[str, Any]:
         deleted = await asyncio.to_thread(self.registry.delete_artifacts)
