@@ -194,9 +194,4 @@ def _text(value: Any) -> str:
 
 def _decoded(data: Any) -> TaskResult | None:
     """A final result, or None for anything else: not JSON, binary, another shape."""
-    if not isinstance(data, bytes | str):
-        return None
-    try:
-        return decode(data)
-    except Exception:  # JSON of a shape decode() never expected (an unhashable status...)
-        return None
+    return decode(data) if isinstance(data, bytes | str) else None

@@ -70,6 +70,7 @@ def decode(raw: bytes | str | None) -> TaskResult | None:
     except orjson.JSONDecodeError:
         log.warning("ignored a result record that is not JSON (%d bytes)", len(raw))
         return None
-    if not isinstance(meta, dict) or meta.get("status") not in FINAL_STATES:
-        return None
-    return TaskResult(str(meta["status"]), meta.get("result"))
+    status = meta.get("status") if isinstance(meta, dict) else None
+    if not isinstance(status, str) or status not in FINAL_STATES:
+        return None  # also a status of another type (a list is not even hashable)
+    return TaskResult(status, meta.get("result"))

@@ -13,7 +13,18 @@ from queueing.listener import ResultListener
 from queueing.results import decode, result_key
 
 
-@pytest.mark.parametrize("raw", [None, b"not json", b"[1, 2]", b'{"status": "STARTED"}', b"\xff"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        b"not json",
+        b"[1, 2]",
+        b'{"status": "STARTED"}',
+        b"\xff",
+        b'{"status": ["SUCCESS"]}',  # not hashable: `in FINAL_STATES` would raise
+        b'{"status": 1}',
+    ],
+)
 def test_what_is_not_a_final_record_is_no_result(raw: bytes | None) -> None:
     assert decode(raw) is None
 
