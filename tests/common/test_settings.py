@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -197,3 +199,13 @@ def test_dev_run_keys_pass_the_startup_check() -> None:
     import secrets
 
     Settings(api_keys=[secrets.token_urlsafe(24)], admin_api_keys=[secrets.token_urlsafe(24)])
+
+
+def test_callback_allowed_networks_are_checked_at_startup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SERVING_CALLBACK_ALLOWED_NETWORKS", "10.0.0.0/8, 127.0.0.1")
+    assert Settings().callback_allowed_networks == ["10.0.0.0/8", "127.0.0.1"]
+    monkeypatch.setenv("SERVING_CALLBACK_ALLOWED_NETWORKS", "10.0.0.0/8,10.0.0.0/33")
+    with pytest.raises(ValidationError, match=re.escape("'10.0.0.0/33' is not a network in CIDR")):
+        Settings()
