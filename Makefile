@@ -21,9 +21,15 @@ run: $(STAMP)
 	$(PY) -m dev.run
 
 # tests.browser installs Debian's chromium for the browser tests if it is missing (as root).
+# The suite runs on two processes (pytest-xdist, one module at a time to each), then the
+# scan for secrets in every file it wrote, which has to come after all of it.
+TEST_TMP ?= .pytest-tmp
+SECRETS_TEST := tests/integration/test_secrets_left_behind.py
 test: $(STAMP)
 	$(PY) -m tests.browser
-	$(PY) -m pytest
+	rm -rf $(TEST_TMP)/suite && mkdir -p $(TEST_TMP)/suite  # xdist creates no --basetemp
+	$(PY) -m pytest -n 2 --dist loadfile --basetemp=$(TEST_TMP)/suite --ignore=$(SECRETS_TEST)
+	$(PY) -m pytest $(SECRETS_TEST) --basetemp=$(TEST_TMP)/scan --secrets-in=$(TEST_TMP)/suite
 
 # Not in CI: fetch the Swagger UI and ReDoc files of /docs and /redoc again (api/static).
 docs-assets:
@@ -50,4 +56,4 @@ isolation: $(STAMP)
 	$(PY) -m bench.isolation
 
 clean:
-	rm -rf $(VENV) .dev .pytest_cache
+	rm -rf $(VENV) .dev .pytest_cache $(TEST_TMP)

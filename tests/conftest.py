@@ -11,6 +11,17 @@ import pytest
 from dev.services import start_redis, start_s3_server
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--secrets-in",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="test_secrets_left_behind also scans DIR: the files of an earlier run (make "
+        "test runs the suite on two processes first, then the scan after all of it)",
+    )
+
+
 def _serving_variables() -> list[str]:
     return [name for name in os.environ if name.startswith("SERVING_")]
 

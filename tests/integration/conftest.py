@@ -31,9 +31,15 @@ def demo_models() -> dict[str, TrainedModel]:
 LAST_MODULE = "test_secrets_left_behind.py"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     last = [item for item in items if item.path.name == LAST_MODULE]
     items[:] = [item for item in items if item.path.name != LAST_MODULE] + last
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: another runs in parallel
+        # It stops every stack of its process, which later tests there would still use,
+        # and cannot wait for the other process's files: make test runs it alone after.
+        alone = pytest.mark.skip(reason=f"run {LAST_MODULE} alone, after the suite")
+        for item in last:
+            item.add_marker(alone)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """Slow callback receivers never take a prediction's worker slot: with 200 callbacks held
-open by their receiver, synchronous cache-miss predictions are as fast as on the idle
-stack. Before the callback worker (one pool for predictions, jobs and callbacks), the two
-prefork processes would each have been held by a delivery and every prediction queued
-behind them."""
+open by their receiver, synchronous cache-miss predictions are answered at once, none
+waiting for a receiver (the figures are printed beside the idle stack's). Before the
+callback worker (one pool for predictions, jobs and callbacks), the two prefork processes
+would each have been held by a delivery and every prediction queued behind them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from dev.services import wait_until
-from tests.integration.receivers import receiving
+from tests.integration.receivers import HOLD_LIMIT, receiving
 from tests.integration.stack import Stack
 from tests.integration.test_jobs import rows
 
@@ -70,8 +70,7 @@ def test_held_callbacks_do_not_slow_predictions(isolated: Stack) -> None:
         f"p99 {p99(loaded) * 1000:.1f} ms"
     )
     assert still_held == CALLBACKS  # in flight for the whole measurement
-    # Twice the idle p99, or 20 ms above it: the 2 cores are shared with other test runs,
-    # and one stray scheduling pause moves a p99 of a few ms by more than its double.
-    # A callback holding a pool process would instead add seconds (the receiver holds
-    # for up to 30 s).
-    assert p99(loaded) <= max(2 * p99(idle), p99(idle) + 0.020), (idle, loaded)
+    # No timing ratio here (the 2 cores are shared, and the figures above are for reading):
+    # a delivery holding a prediction's pool process would make predictions wait for the
+    # receiver, which holds each callback HOLD_LIMIT (30 s): one slow answer shows it.
+    assert max(loaded) < HOLD_LIMIT / 6, (idle, loaded)

@@ -136,6 +136,11 @@ def test_a_preparation_that_kills_its_process_is_capped(faults: Stack) -> None:
     assert done["progress"]["rows_total"] == 0  # it never got past reading the object
 
 
+def logged(client: httpx.Client, request_id: str) -> bool:
+    rows = client.get("/logs", params={"request_id": request_id}).json()
+    return any(row["status"] == "ok" for row in rows)
+
+
 def test_a_deferred_prediction_outlives_celerys_result_expiry(
     make_stack: Callable[..., Stack], demo_models: dict[str, TrainedModel]
 ) -> None:
@@ -151,7 +156,10 @@ def test_a_deferred_prediction_outlives_celerys_result_expiry(
             assert response.status_code == 202, response.text
             job = response.json()
             stack.start_worker("worker-back")
-            time.sleep(4)  # past result_expires, with nobody polling
+            # Once the task has run (its result written; a worker's start takes seconds on
+            # a loaded machine), then past result_expires, with nobody polling.
+            wait_until(lambda: logged(client, job["job_id"]), 30, "the task's log row")
+            time.sleep(3)
             done = client.get(job["status_url"]).json()
         task_ids = [k.decode() for k in results.scan_iter("celery-task-meta-*")]
         ttls = [results.ttl(k) for k in task_ids]

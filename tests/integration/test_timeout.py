@@ -44,7 +44,13 @@ def test_past_the_deadline_the_request_becomes_a_job(make_stack: Callable[..., S
             if done["status"] != "queued":
                 break
             time.sleep(0.2)
-        sync = client.post("/predict", json={"input_data": EXAMPLE_ROW}).json()
+        # The new worker's other pool process loads the model on its first request, which
+        # on a loaded machine can outlast the 1.5 s deadline: that answer is a 202 again.
+        deadline = time.monotonic() + 30
+        while (again := client.post("/predict", json={"input_data": EXAMPLE_ROW})).status_code == 202:
+            assert time.monotonic() < deadline, again.text
+        assert again.status_code == 200, again.text
+        sync = again.json()
         logs = client.get("/logs", params={"n_limit": 10}).json()
     assert done["status"] == "succeeded", done
     assert done["result"]["predictions"] == sync["predictions"]
