@@ -1,5 +1,5 @@
 """Jobs and their results expire SERVING_JOB_TTL_SECONDS after submission, then answer
-404 `job_not_found` (README, Jobs), on a stack whose jobs live three seconds."""
+404 `job_not_found` (README, Jobs), on a stack whose jobs live six seconds."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.integration.test_jobs import rows
 
 pytestmark = pytest.mark.integration
 
-TTL = 3  # seconds
+TTL = 6  # seconds: a job on a cold pool process of a loaded machine ends well before
 
 
 @pytest.fixture(scope="module")
