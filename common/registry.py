@@ -148,6 +148,9 @@ class Registry:
         models: dict[str, list[ModelMetadata]] = {}
         for key in self.store.list():
             parts = key.split("/")
+            # An upload named metadata.json is a caller's file, never a model's.
+            if parts[0] in RESERVED_MODEL_TYPES:
+                continue
             if len(parts) == 3 and parts[2] == METADATA_FILE:
                 meta = ModelMetadata.model_validate_json(self.store.get(key))
                 models.setdefault(meta.model_type, []).append(meta)

@@ -217,6 +217,14 @@ def test_catalog_lists_versions_oldest_first(registry: Registry, meta_fields) ->
     }
 
 
+def test_a_callers_upload_named_metadata_json_is_no_model(registry: Registry, meta_fields) -> None:
+    registry.publish(meta_fields(), ARTIFACT_1)
+    # uploads/<owner>/<name> has the shape of <type>/<version>/metadata.json
+    registry.store.put("uploads/0123abcd/metadata.json", b"not metadata at all")
+    registry.store.put("results/0123abcd/metadata.json", b"{}")
+    assert registry.catalog().available() == {"xgboost": ["1"]}
+
+
 def test_resolve_without_arguments_gives_the_default_model(registry: Registry,
                                                            meta_fields) -> None:
     registry.publish(meta_fields(), ARTIFACT_1)
