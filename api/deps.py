@@ -11,7 +11,7 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import Depends, Path, Request, Security
-from fastapi.security import APIKeyHeader, APIKeyQuery
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.probe import HealthProbe
 from common.errors import Forbidden, NotAuthenticated
@@ -66,6 +66,8 @@ _header = APIKeyHeader(
     description="API key; the `api_key` query parameter works too",
 )
 _query = APIKeyQuery(name="api_key", auto_error=False)
+# Generic clients (tritonclient, KServe's SDK, gateways) send `Authorization: Bearer`.
+_bearer = HTTPBearer(auto_error=False, description="the API key as a bearer token")
 
 
 def role_for_key(settings: Settings, key: str | None) -> Role | None:
@@ -88,15 +90,29 @@ class Caller:
         return Tenant(self.owner, admin=self.role is Role.ADMIN)
 
 
+def key_of(request: Request) -> str | None:
+    """The key a request carries, wherever it carries it (routes that need no key)."""
+    bearer = request.headers.get("authorization", "")
+    scheme, _, credentials = bearer.partition(" ")
+    return (
+        request.headers.get("x-api-key")
+        or (credentials.strip() if scheme.lower() == "bearer" else None)
+        or request.query_params.get("api_key")
+    )
+
+
 async def require_key(
     services: ServicesDep,
     header_key: Annotated[str | None, Security(_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     query_key: Annotated[str | None, Security(_query)],
 ) -> Caller:
-    key = header_key or query_key
+    key = header_key or (bearer.credentials if bearer else None) or query_key
     role = role_for_key(services.settings, key)
     if role is None or key is None:
-        raise NotAuthenticated("a valid API key is required (X-API-Key header)")
+        raise NotAuthenticated(
+            "a valid API key is required (X-API-Key header, or Authorization: Bearer)"
+        )
     return Caller(role, owner_of(key))
 
 

@@ -19,11 +19,12 @@ from starlette.exceptions import HTTPException
 from api.deps import Services
 from api.docs import install_docs
 from api.middleware import Observability
-from api.routes import health, jobs, logs, metrics, models, predictions, uploads
+from api.routes import health, jobs, logs, metrics, models, predictions, uploads, v2
 from common.cache import PredictionCache, registry_channel
 from common.errors import BackendUnavailable, ServingError
 from common.jobs import AsyncJobStore
 from common.observability import configure_logging
+from common.oip.metadata import SERVER_VERSION
 from common.prediction_log import (
     BackgroundLogWriter,
     LogSpool,
@@ -135,14 +136,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Model serving",
-        version="0.1.0",
+        version=SERVER_VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
         # api/docs.py serves both pages from local files instead of a CDN.
         docs_url=None,
         redoc_url=None,
     )
-    for module in (health, predictions, jobs, uploads, models, logs, metrics):
+    for module in (health, predictions, jobs, uploads, models, logs, metrics, v2):
         app.include_router(module.router)
     install_docs(app)
     install_error_handlers(app)
@@ -150,7 +151,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _error(status: int, type_: str, message: str, details: Any = None) -> JSONResponse:
+def _error(
+    request: Request, status: int, type_: str, message: str, details: Any = None
+) -> JSONResponse:
+    if v2.speaks_protocol(request.url.path):
+        return JSONResponse(v2.error_body(message), status_code=status)
     body: dict[str, Any] = {"type": type_, "message": message}
     if details is not None:
         body["details"] = details
@@ -169,22 +174,22 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServingError)
-    async def serving_error(_: Request, exc: ServingError) -> JSONResponse:
-        response = _error(exc.status, exc.type, exc.message, exc.details)
+    async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
+        response = _error(request, exc.status, exc.type, exc.message, exc.details)
         response.headers.update(exc.headers())  # e.g. a 429's Retry-After
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
             {"location": ".".join(map(str, e["loc"])), "problem": e["msg"]} for e in exc.errors()
         ]
         message = "; ".join(f"{d['location']}: {d['problem']}" for d in details)
-        return _error(422, "invalid_request", message, details)
+        return _error(request, 422, "invalid_request", message, details)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        response = _error(exc.status_code, "http_error", str(exc.detail))
+        response = _error(request, exc.status_code, "http_error", str(exc.detail))
         response.headers.update(exc.headers or {})
         # RFC 9110: a 405's `Allow` lists every method of the resource. Starlette's names
         # only the first route that matched the path (GET of GET and DELETE /jobs/{id}).
@@ -205,7 +210,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", "internal error; see the server log")
+        return _error(request, 500, "internal_error", "internal error; see the server log")
 
 
 def app_factory() -> FastAPI:

@@ -52,6 +52,15 @@ async def read_json_body(request: Request, limit: int) -> JsonBody:
     """The body parsed as JSON, and its size (the services validate a big one off the
     event loop)."""
     check_json_type(request.headers.get("content-type", ""))
+    body = await read_body(request, limit)
+    if not body:
+        raise MalformedBody('the body is empty; send JSON like {"input_data": {...}}')
+    return JsonBody(parse_json(body), len(body))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body's bytes; refused before reading if its length is over the limit, and
+    as soon as what arrives is."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise BodyTooLarge(f"the body has {int(length)} bytes; the limit is {limit}")
@@ -62,13 +71,15 @@ async def read_json_body(request: Request, limit: int) -> JsonBody:
         if size > limit:
             raise BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    if not size:
-        raise MalformedBody('the body is empty; send JSON like {"input_data": {...}}')
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
     try:
         # On the loop even when big: orjson holds the GIL for the whole parse (~9 ms a
         # MiB), so a thread would stop the loop just as long. Validation, which can
         # yield, goes off the loop (ModelService.validate).
-        return JsonBody(orjson.loads(b"".join(chunks)), size)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise not_json(exc) from None
 

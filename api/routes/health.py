@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from api.deps import ReaderDep, Services, ServicesDep, role_for_key
+from api.deps import ReaderDep, Services, ServicesDep, key_of, role_for_key
 from api.responses import errors
 from common.errors import ServingError
 
@@ -43,6 +43,16 @@ def _worker_answers(services: Services) -> bool:
         return False
 
 
+async def backend_status(services: Services) -> tuple[bool, bool]:
+    """Whether Redis answers and a worker does, checked at most once a second."""
+
+    async def check() -> tuple[bool, bool]:
+        redis_ok = await _redis_ok(services)
+        return redis_ok, redis_ok and await asyncio.to_thread(_worker_answers, services)
+
+    return await services.health.status(check)
+
+
 @router.get(
     "/",
     status_code=200,
@@ -55,16 +65,11 @@ def _worker_answers(services: Services) -> bool:
     responses={503: {"model": Health, "description": "Redis or every worker is down"}},
 )
 async def health(services: ServicesDep, request: Request, response: Response) -> Health:
-    async def check() -> tuple[bool, bool]:
-        redis_ok = await _redis_ok(services)
-        return redis_ok, redis_ok and await asyncio.to_thread(_worker_answers, services)
-
-    redis_ok, worker = await services.health.status(check)
+    redis_ok, worker = await backend_status(services)
     if not (redis_ok and worker):
         response.status_code = 503
     status = "ok" if worker else "degraded"
-    key = request.headers.get("x-api-key") or request.query_params.get("api_key")
-    if role_for_key(services.settings, key) is None:
+    if role_for_key(services.settings, key_of(request)) is None:
         return Health(status=status)
     return Health(status=status, redis=redis_ok, worker=worker)
 
