@@ -18,7 +18,7 @@ from tests.integration.uploads import upload_key
 pytestmark = pytest.mark.integration
 
 LIMIT = 2000
-TTL = 5
+TTL = 10  # the two jobs end well within it on a loaded machine (5 was too little)
 SWEEP = 0.5
 CSV_HEADER = "mean radius,mean texture\n"
 
