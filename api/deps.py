@@ -17,10 +17,12 @@ from api.probe import HealthProbe
 from common.errors import Forbidden, NotAuthenticated
 from common.prediction_log import BackgroundLogWriter, PredictionLogRepo
 from common.registry import MODEL_TYPE_PATTERN, VERSION_PATTERN
+from common.services.cards import CardService
 from common.services.jobs import JobService
 from common.services.logs import LogService
 from common.services.models import ModelService
 from common.services.predictions import PredictionService
+from common.services.rollout import RolloutService
 from common.services.uploads import UploadService
 from common.settings import Settings
 from common.tenancy import Tenant, owner_of
@@ -43,6 +45,8 @@ class Services:
     log_writer: BackgroundLogWriter
     logs: LogService
     uploads: UploadService
+    rollout: RolloutService
+    cards: CardService
     health: HealthProbe = field(default_factory=HealthProbe)
 
 

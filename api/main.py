@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from api.deps import Services
 from api.docs import install_docs
 from api.middleware import Observability
-from api.routes import health, jobs, logs, metrics, models, predictions, uploads, v2
+from api.routes import cards, health, jobs, logs, metrics, models, predictions, rollout, uploads, v2
 from common.cache import PredictionCache, registry_channel
 from common.errors import BackendUnavailable, ServingError
 from common.jobs import AsyncJobStore
@@ -33,10 +33,12 @@ from common.prediction_log import (
     create_tables,
 )
 from common.registry import Registry
+from common.services.cards import CardService
 from common.services.jobs import JobService
 from common.services.logs import LogService
 from common.services.models import ModelService
 from common.services.predictions import PredictionService
+from common.services.rollout import RolloutService
 from common.services.uploads import UploadService
 from common.settings import Settings, get_settings
 from common.store import create_store
@@ -111,6 +113,8 @@ def build_services(settings: Settings) -> tuple[Services, ResultListener]:
         writer,
         logs=LogService(settings, repo, writer, models_),
         uploads=uploads_,
+        rollout=RolloutService(settings, registry, models_, engine),
+        cards=CardService(models_, registry.store),
     )
     return services, listener
 
@@ -143,7 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    for module in (health, predictions, jobs, uploads, models, logs, metrics, v2):
+    # rollout before models: GET /models/{type}/rollout would read as a version there.
+    # cards too: GET /models/{type}/compare.
+    for module in (health, predictions, jobs, uploads, rollout, cards, models, logs, metrics, v2):
         app.include_router(module.router)
     install_docs(app)
     install_error_handlers(app)

@@ -37,6 +37,16 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return documented
 
 
+def page_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`errors` for a route that answers HTML: its errors are still JSON, which FastAPI
+    would otherwise document as the route's own media type."""
+    ref = {"$ref": "#/components/schemas/ErrorResponse"}  # registered by the JSON routes
+    return {
+        code: {"description": spec["description"], "content": {"application/json": {"schema": ref}}}
+        for code, spec in errors(*codes).items()
+    }
+
+
 @dataclass(frozen=True)
 class JsonBody:
     payload: Any

@@ -48,7 +48,14 @@ def log_row(
         "worker": worker,
         "owner": owner or None,
         "job_id": job_id,
+        "shadow": False,
+        "primary_request_id": None,
     }
+
+
+def shadow_of(primary_request_id: str) -> dict[str, Any]:
+    """What makes a row the shadow of a request: its own id stays unique."""
+    return {"shadow": True, "primary_request_id": primary_request_id}
 
 
 def batch_rows(

@@ -65,6 +65,12 @@ PREDICTIONS_REJECTED = Counter(
     "Synchronous predictions refused with 429: max_in_flight_predictions were waiting",
     MODEL,
 )
+SHADOWS = Counter(
+    "serving_shadow_requests_total",
+    "Requests also sent to their type's shadow version, by the shadow (model_type, "
+    "version) and whether the task was queued",
+    [*MODEL, "result"],
+)
 CACHE_LOOKUPS = Counter(
     "serving_cache_lookups_total", "Prediction cache lookups", [*MODEL, "result"]
 )

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from common.errors import InvalidModelName, ModelNotFound, ModelUnavailable, PublishError
+from common.rollout import CHAMPION, Rollout
 from common.store import RESULTS_PREFIX, UPLOADS_PREFIX, ObjectMissing, ObjectStore
 
 REGISTRY_KEY = "registry.json"
@@ -74,6 +75,11 @@ class ModelRef(BaseModel):
 class RegistryState(BaseModel):
     active: ModelRef | None = None
     active_by_type: dict[str, str] = Field(default_factory=dict)
+    # By type (common.rollout); left out of registry.json while there are none.
+    rollouts: dict[str, Rollout] = Field(default_factory=dict, exclude_if=lambda v: not v)
+
+    def rollout(self, model_type: str) -> Rollout:
+        return self.rollouts.get(model_type) or Rollout()
 
 
 def check_name(value: str, what: Literal["model type", "version"]) -> str:
@@ -119,14 +125,18 @@ class Catalog:
                 f"unknown model type {model_type!r}; available: {sorted(self.models) or 'none'}",
                 {"available": self.available()},
             )
-        if version is None:
+        if version is None or (version == CHAMPION and not self.find(model_type, version)):
             version = self.state.active_by_type.get(model_type) or versions[-1].version
         for meta in versions:
             if meta.version == version:
                 return meta
+        aliased = self.state.rollout(model_type).aliases.get(version)
+        if aliased is not None:
+            return self.resolve(model_type, aliased)
+        aliases = [*sorted(self.state.rollout(model_type).aliases), CHAMPION]
         raise ModelNotFound(
-            f"unknown version {version!r} of {model_type!r}; "
-            f"available: {[m.version for m in versions]}",
+            f"unknown version or alias {version!r} of {model_type!r}; versions: "
+            f"{[m.version for m in versions]}, aliases: {aliases}",
             {"available": self.available()},
         )
 
@@ -244,6 +254,16 @@ class Registry:
         state.active_by_type[model_type] = version
         if make_default or state.active is None or state.active.model_type == model_type:
             state.active = ModelRef(model_type=model_type, version=version)
+        self.store.put(REGISTRY_KEY, state.model_dump_json(indent=2).encode())
+        return state
+
+    def save_rollout(self, model_type: str, rollout: Rollout) -> RegistryState:
+        """A type's aliases, traffic split and shadow (checked by the caller)."""
+        state = self.state()
+        if rollout.is_empty():
+            state.rollouts.pop(model_type, None)
+        else:
+            state.rollouts[model_type] = rollout
         self.store.put(REGISTRY_KEY, state.model_dump_json(indent=2).encode())
         return state
 

@@ -206,6 +206,8 @@ class LogEntry(BaseModel):
     worker: str | None
     owner: str | None = Field(None, description="the key's digest whose request this was")
     job_id: str | None = None
+    shadow: bool = Field(False, description="a shadow version's score, never returned")
+    primary_request_id: str | None = Field(None, description="the request a shadow row scored")
     truncated: bool = Field(
         False, description="too big for any answer alone: input and output are left out"
     )

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # another sent. "global": every key shares them (more hits; MLServer's and Triton's
     # caches are global), for deployments whose keys all trust one another.
     cache_scope: Literal["key", "global"] = "key"
+    # A traffic split (PUT /models/{type}/traffic) picks a version per caller key (a
+    # hash: a caller sees one version throughout), or afresh for each request if false.
+    traffic_sticky: bool = True
     predict_timeout_seconds: float = Field(30.0, gt=0)
     # GET /ready: how long a ping task may take through the queue and back.
     readiness_timeout_seconds: float = Field(5.0, gt=0)

@@ -34,6 +34,10 @@ class PredictionLog(Base):
     # written before owners were recorded have none, and only admin keys see them.
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # A shadow version's score of the request `primary_request_id` (common.rollout);
+    # nullable, so that a database of an earlier release gets the columns added.
+    shadow: Mapped[bool | None] = mapped_column(nullable=True, default=False)
+    primary_request_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
     # A key's own rows, newest first, without a sort: GET /logs's usual question.
     __table_args__ = (Index("ix_prediction_log_owner_id", "owner", "id"),)

@@ -19,6 +19,10 @@ class TrainedModel:
     estimator: Any
     artifact: bytes
     metadata: dict[str, Any]
+    # The held-out rows and their classes (indices into metadata["classes"]): what the
+    # metrics were measured on and the model card is drawn from (common.cards).
+    x_test: Any
+    y_test: Any
 
 
 def breast_cancer() -> tuple[Any, Any, list[str], list[str]]:
@@ -87,4 +91,4 @@ def train_demo(model_type: str) -> TrainedModel:
         "metrics": metrics,
         "description": f"demo {model_type} on the breast-cancer data set",
     }
-    return TrainedModel(estimator, artifact, metadata)
+    return TrainedModel(estimator, artifact, metadata, x_test, y_test)

@@ -19,6 +19,7 @@ def _registry(settings: Settings) -> Registry:
 
 
 def cmd_train_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from common.cards.publish import publish_card
     from common.training import DEMO_DEFAULT, DEMO_TYPES, train_demo
 
     registry = _registry(settings)
@@ -33,7 +34,8 @@ def cmd_train_demo(args: argparse.Namespace, settings: Settings) -> int:
             activate=True,
             make_default=model_type == DEMO_DEFAULT,
         )
-        print(f"published {meta.model_type} v{meta.version} ({meta.metrics})")
+        publish_card(registry.store, meta, trained.estimator, trained.x_test, trained.y_test)
+        print(f"published {meta.model_type} v{meta.version} with its card ({meta.metrics})")
     notify_registry_changed(settings)
     return 0
 

@@ -13,6 +13,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from common.errors import BackendUnavailable, PredictionTimeout
+from common.observability import new_id
 from common.settings import Settings
 from queueing.codec import use_orjson_codec
 from queueing.config import celery_config
@@ -28,6 +29,7 @@ from queueing.messages import (
     Outgoing,
     PredictBatch,
     Segment,
+    ShadowPredict,
 )
 from queueing.results import TaskResult, keep_key, result_key
 
@@ -74,6 +76,11 @@ class TaskPublisher:
 
     def chunk(self, message: JobChunk) -> Outgoing:
         # Results go into the job's state, not the result backend.
+        options = {"ignore_result": True, "argsrepr": message.summary()}
+        return Outgoing(message.NAME, message.args(), self.settings.effective_job_queue, options)
+
+    def shadow(self, message: ShadowPredict) -> Outgoing:
+        # The job queue: workers take predictions first, so a shadow never delays one.
         options = {"ignore_result": True, "argsrepr": message.summary()}
         return Outgoing(message.NAME, message.args(), self.settings.effective_job_queue, options)
 
@@ -130,6 +137,14 @@ class CeleryDispatcher:
                 f"no result within {self.timeout:g} s; the task {task_id} may still finish",
                 {"task_id": task_id},
             ) from None
+
+    async def send_shadow(
+        self, meta: Any, primary_id: str, owner: str, rows_json: bytes, n_rows: int
+    ) -> None:
+        """Score a request's rows on the shadow version `meta`: logged, never awaited."""
+        segment = Segment(new_id(), n_rows, time.time(), owner)
+        message = ShadowPredict(Artifact.of(meta), rows_json.decode(), segment, primary_id)
+        await self._send(self.tasks.shadow(message))
 
     async def send_chunks(self, job_id: str, meta: Any, chunks: list[list[list[Any]]]) -> None:
         artifact = Artifact.of(meta)

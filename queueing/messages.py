@@ -18,6 +18,7 @@ PREDICT_CHUNK_TASK = "serving.predict_chunk"
 PREPARE_JOB_TASK = "serving.prepare_job"
 FINALIZE_JOB_TASK = "serving.finalize_job"
 CALLBACK_TASK = "serving.deliver_callback"
+SHADOW_TASK = "serving.shadow_predict"
 # Readiness: a round trip through a queue proves a worker consumes, not only lives.
 PING_TASK = "serving.ping"
 
@@ -99,6 +100,53 @@ class PredictBatch:
         return (
             f"({self.artifact.model_type!r}, {self.artifact.version!r}, "
             f"<{n_rows} rows of {len(self.segments)} requests>)"
+        )
+
+
+@dataclass(frozen=True)
+class ShadowPredict:
+    """A request's rows scored again on the type's shadow version, off the answer's path:
+    logged beside the primary's row (GET /models/{type}/shadow/report), never returned."""
+
+    NAME: ClassVar[str] = SHADOW_TASK
+    artifact: Artifact  # the shadow version
+    rows_json: str
+    segment: Segment  # the shadow row's own request id, and the request's owner
+    primary_request_id: str
+
+    def args(self) -> list[Any]:
+        a, s = self.artifact, self.segment
+        return [
+            a.model_type,
+            a.version,
+            a.sha256,
+            self.rows_json,
+            [s.request_id, s.n_rows, s.received_at, s.owner],
+            self.primary_request_id,
+        ]
+
+    @classmethod
+    def from_args(
+        cls,
+        model_type: str,
+        version: str,
+        sha256: str,
+        rows_json: str,
+        segment: list[Any],
+        primary_request_id: str,
+    ) -> Self:
+        parsed = Segment(str(segment[0]), int(segment[1]), float(segment[2]), str(segment[3]))
+        return cls(Artifact(model_type, version, sha256), rows_json, parsed, primary_request_id)
+
+    def rows(self) -> list[list[Any]]:
+        decoded: list[list[Any]] = orjson.loads(self.rows_json)
+        return decoded
+
+    def summary(self) -> str:
+        a = self.artifact
+        return (
+            f"({a.model_type!r}, {a.version!r}, shadow of {self.primary_request_id!r}, "
+            f"<{self.segment.n_rows} rows>)"
         )
 
 

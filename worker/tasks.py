@@ -31,8 +31,10 @@ from queueing.messages import (
     PREDICT_CHUNK_TASK,
     PREDICT_TASK,
     PREPARE_JOB_TASK,
+    SHADOW_TASK,
     JobChunk,
     PredictBatch,
+    ShadowPredict,
 )
 from worker.base import ServingTask
 from worker.limits import task_context
@@ -53,6 +55,15 @@ def predict(task: ServingTask, *args: Any) -> dict[str, Any]:
             inference.fail(message.artifact, rows, message.segments, exc)
             raise
         return inference.predict(message.artifact, rows, message.segments)
+
+
+def shadow_predict(task: ServingTask, *args: Any) -> None:
+    message = ShadowPredict.from_args(*args)
+    with task_context(message.primary_request_id):
+        task.check_attempts()
+        task.resources.inference.shadow(
+            message.artifact, message.rows(), message.segment, message.primary_request_id
+        )
 
 
 def _out_of_attempts(task: ServingTask, job_id: str) -> bool:
@@ -129,6 +140,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     base = type("Task", (ServingTask,), {"settings": settings})
     app.task(name=PREDICT_TASK, bind=True, base=base)(predict)
     app.task(name=PREDICT_CHUNK_TASK, bind=True, base=base)(predict_chunk)
+    app.task(name=SHADOW_TASK, bind=True, base=base, ignore_result=True)(shadow_predict)
     app.task(name=PREPARE_JOB_TASK, bind=True, base=base)(prepare_job)
     app.task(
         name=FINALIZE_JOB_TASK,

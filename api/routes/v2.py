@@ -185,7 +185,7 @@ async def _infer(
         raise MalformedBody('the body is empty; send {"inputs": [...]}')
     inference = parse_request(parse_json(header), data)
     check_outputs(inference)
-    meta = await services.models.resolve(name, version)
+    meta = await services.models.route(name, version, caller.owner)  # a split picks one
     rows = rows_from(meta, inference.inputs)
     predict = PredictRequest(caller.owner, meta.model_type, meta.version, rows, len(body))
     try:

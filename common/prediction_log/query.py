@@ -43,6 +43,8 @@ COLUMNS = (
     "worker",
     "owner",
     "job_id",
+    "shadow",
+    "primary_request_id",
 )
 
 FeatureNames = Callable[[str, str], list[str] | None]
@@ -60,6 +62,8 @@ class LogQuery:
     model_type: str | None = None
     version: str | None = None
     status: str | None = None
+    shadow: bool | None = None
+    primary_request_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     before_id: int | None = None  # from the cursor
@@ -75,10 +79,13 @@ class LogQuery:
             "model_type": self.model_type,
             "version": self.version,
             "status": self.status,
+            "primary_request_id": self.primary_request_id,
         }
         for column, value in exact.items():
             if value is not None:
                 stmt = stmt.where(getattr(table, column) == value)
+        if self.shadow is not None:  # rows from before shadows have None: not shadows
+            stmt = stmt.where(table.shadow.is_(True) if self.shadow else table.shadow.isnot(True))
         if self.since is not None:
             stmt = stmt.where(table.created_at >= _naive_utc(self.since))
         if self.until is not None:
@@ -154,6 +161,7 @@ def encode_entry(row: Any, names: FeatureNames, truncated: bool = False) -> byte
         entry["input"] = entry["output"] = None
     else:
         entry["input"] = name_inputs(entry["input"], names(entry["model_type"], entry["version"]))
+    entry["shadow"] = bool(entry["shadow"])  # None on rows from before shadows
     entry["truncated"] = truncated
     return orjson.dumps(entry)
 

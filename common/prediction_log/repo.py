@@ -33,6 +33,8 @@ _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "cached": False,
     "owner": None,
     "job_id": None,
+    "shadow": False,
+    "primary_request_id": None,
 }
 
 

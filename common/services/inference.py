@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from common import metrics
 from common.errors import PredictionFailed, ServingError
-from common.log_rows import batch_rows
+from common.log_rows import batch_rows, shadow_of
 from common.runtimes import LoadedModel
 
 
@@ -89,6 +89,20 @@ class BatchInference:
         metrics.TASKS.labels(*labels, "ok").inc()
         metrics.TASK_DURATION.labels(*labels).observe(time.perf_counter() - started)
         return result
+
+    def shadow(
+        self, artifact: Any, rows: list[list[Any]], segment: BatchSegment, primary_id: str
+    ) -> None:
+        """Score a request again on the shadow version and log it as the shadow of
+        `primary_id`; a failure is logged too, and goes no further (nobody waits)."""
+        try:
+            result = run_model(self.models, artifact, rows, self.guard)
+            error = None
+        except ServingError as exc:
+            result, error = None, exc
+        entries = batch_rows(artifact.labels, rows, [segment], result, error)
+        self.log.record([entry | shadow_of(primary_id) for entry in entries])
+        metrics.TASKS.labels(*artifact.labels, "ok" if error is None else "error").inc()
 
     def fail(
         self,

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from common import metrics
 from common.cache import models_epoch_key, notify_registry_changed, purge_predictions
 from common.catalog import CatalogCache
-from common.errors import BackendUnavailable, ModelNotFound
+from common.errors import BackendUnavailable, ModelNotFound, ServingError
 from common.registry import (
     Catalog,
     ModelMetadata,
@@ -20,6 +20,7 @@ from common.registry import (
     artifact_deleted_error,
     check_name,
 )
+from common.rollout import pick, shadowed
 from common.schemas import InputValidator
 from common.settings import Settings
 
@@ -62,6 +63,31 @@ class ModelService:
         if meta.artifact_deleted_at is not None:
             raise artifact_deleted_error(meta)
         return meta
+
+    async def route(self, model_type: str | None, version: str | None, owner: str) -> ModelMetadata:
+        """The version a prediction goes to: the one named, else by the type's traffic
+        split if it has one (sticky per caller key unless SERVING_TRAFFIC_STICKY is off),
+        else the active one."""
+        if version is None:
+            catalog = await self.catalog_cache.get()
+            default = catalog.state.active
+            chosen_type = model_type or (default.model_type if default else None)
+            traffic = catalog.state.rollout(chosen_type).traffic if chosen_type else {}
+            if chosen_type and traffic:
+                sticky = f"{owner}:{chosen_type}" if self.settings.traffic_sticky else None
+                model_type, version = chosen_type, pick(traffic, sticky)
+        return await self.resolve(model_type, version)
+
+    async def shadow_of(self, meta: ModelMetadata) -> ModelMetadata | None:
+        """The version this request is also scored on, if its type has a shadow, this
+        request is in its share, and it still serves."""
+        rule = (await self.catalog_cache.get()).state.rollout(meta.model_type).shadow
+        if rule is None or not shadowed(rule, meta.version):
+            return None
+        try:
+            return await self.resolve(meta.model_type, rule.version)
+        except ServingError:  # deleted since: the primary's answer goes on regardless
+            return None
 
     async def metadata(self, model_type: str, version: str) -> ModelMetadata:
         """A version's metadata, even if its artifact was deleted since (a job ran on it)."""

@@ -3,6 +3,8 @@ the hits. A prediction past its deadline becomes a job (`JobService.defer`)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,10 +31,17 @@ from common.services.models import ModelService
 from common.services.requests import PredictRequest
 from common.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 class PredictDispatcher(Protocol):
     async def predict_batch(self, meta: ModelMetadata, requests: list[Request]) -> dict[str, Any]:
         """Run one batch of requests for one model version; the rows' results."""
+
+    async def send_shadow(
+        self, meta: ModelMetadata, primary_id: str, owner: str, rows_json: bytes, n_rows: int
+    ) -> None:
+        """Queue the rows to be scored and logged on the shadow version `meta`."""
 
 
 class LogWriter(Protocol):
@@ -96,13 +105,15 @@ class PredictionService:
         )
         self.log_writer = log_writer
         self.defer = defer
+        self.dispatcher = dispatcher
+        self._shadows: set[asyncio.Task[None]] = set()
         self.admission = InFlightLimit(settings.max_in_flight_predictions)
 
     async def predict(self, request: PredictRequest) -> Outcome:
         """A prediction; past the deadline it becomes a job to poll (PredictionDeferred
         carries the job's status) instead of an error."""
         received_at = time.time()
-        meta = await self.models.resolve(request.model_type, request.version)
+        meta = await self.models.route(request.model_type, request.version, request.owner)
         rows = await self.models.validate(meta, request.input_data, None, request.body_bytes)
         request_id = request_id_var.get() or new_id()
         labels = (meta.model_type, meta.version)
@@ -133,7 +144,28 @@ class PredictionService:
             self.cache.put(key, orjson.dumps(result))
         metrics.PREDICTIONS.labels(*labels, "ok").inc()
         metrics.PREDICTION_ROWS.labels(*labels).inc(len(rows))
+        if (shadow := await self.models.shadow_of(meta)) is not None:
+            self._shadow(shadow, request_id, request.owner, encoded, len(rows))
         return Outcome(request_id, meta, result, cached=cached is not None)
+
+    def _shadow(
+        self, meta: ModelMetadata, primary_id: str, owner: str, encoded: bytes, n_rows: int
+    ) -> None:
+        """Queued after the answer is ready, in a task of its own: the caller never waits
+        for it, and its failure (the broker down) costs only the shadow row."""
+
+        async def send() -> None:
+            try:
+                await self.dispatcher.send_shadow(meta, primary_id, owner, encoded, n_rows)
+            except ServingError as exc:
+                log.warning("shadow of %s not queued: %s", primary_id, exc.message)
+                metrics.SHADOWS.labels(meta.model_type, meta.version, "not_queued").inc()
+            else:
+                metrics.SHADOWS.labels(meta.model_type, meta.version, "queued").inc()
+
+        task = asyncio.create_task(send())
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
 
     async def _from_workers(
         self,

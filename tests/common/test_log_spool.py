@@ -55,6 +55,8 @@ def row(i: int, **overrides: Any) -> dict[str, Any]:
         "worker": None if i % 3 == 0 else f"host:{i}",
         "owner": None if i % 6 == 0 else f"owner-{i % 2}",
         "job_id": f"job-{i}" if i % 4 == 0 else None,
+        "shadow": i % 8 == 3,
+        "primary_request_id": f"req-{i - 1:05d}" if i % 8 == 3 else None,
     }
     values.update(overrides)
     return values

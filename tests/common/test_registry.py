@@ -318,7 +318,9 @@ def test_resolve_an_unknown_version_lists_the_known_versions(registry: Registry,
     with pytest.raises(ModelNotFound) as info:
         registry.catalog().resolve("xgboost", "5")
 
-    assert info.value.message == "unknown version '5' of 'xgboost'; available: ['1', '2']"
+    assert info.value.message == (
+        "unknown version or alias '5' of 'xgboost'; versions: ['1', '2'], aliases: ['champion']"
+    )
 
 
 def test_metadata_of_an_unknown_model_raises_model_not_found(registry: Registry) -> None:

@@ -35,6 +35,7 @@ ML_LIBRARIES = {
     "xgboost-cpu",
     "skops",
     "pandas",
+    "matplotlib",  # model cards are drawn at publication, on the worker side
 }
 PROJECT_PACKAGES = {"api", "common", "queueing", "worker", "modelctl", "dev", "bench", "tests"}
 BASE_IMAGE = re.compile(r"^python:3\.13(\.\d+)?-slim-(bookworm|trixie)$")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from common.cards.publish import DrawnCard, draw_card
 from common.training import DEMO_TYPES, TrainedModel, train_demo
 from tests.browser import Chromium, chromium_or_skip
 from tests.integration.stack import Stack, stack_fields
@@ -25,6 +26,15 @@ def redis_db_url(redis_url: str) -> str:
 @pytest.fixture(scope="session")
 def demo_models() -> dict[str, TrainedModel]:
     return {model_type: train_demo(model_type) for model_type in DEMO_TYPES}
+
+
+@pytest.fixture(scope="session")
+def demo_cards(demo_models: dict[str, TrainedModel]) -> dict[str, DrawnCard]:
+    """The demo models' cards, drawn once for every stack of the session."""
+    return {
+        model_type: draw_card(t.estimator, t.x_test, t.y_test, t.metadata)
+        for model_type, t in demo_models.items()
+    }
 
 
 # Scans every file the session wrote for secrets, so it runs after every other test.
@@ -56,6 +66,7 @@ def build_stack(
     redis_url: str,
     s3_endpoint: str,
     demo_models: dict[str, TrainedModel],
+    demo_cards: dict[str, DrawnCard],
     tmp_path_factory: pytest.TempPathFactory,
     started_stacks: list[Stack],
 ) -> Callable[..., Stack]:
@@ -73,7 +84,7 @@ def build_stack(
         tmp = Path(tmp_path_factory.mktemp(name))
         fields = stack_fields(name, redis_url, s3_endpoint, tmp, next(_db_index)) | overrides
         stack = Stack(name, fields, tmp)
-        stack.publish_demo(demo_models)
+        stack.publish_demo(demo_models, demo_cards)
         started_stacks.append(stack)
         return stack.start(workers, api_processes, callback_workers)
 

@@ -14,6 +14,7 @@ import boto3
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.cards.publish import DrawnCard
 from common.registry import Registry
 from common.settings import Settings
 from common.store import create_store
@@ -91,7 +92,11 @@ class Stack:
         headers = ({"X-API-Key": key} if key else {}) | (headers or {})
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
 
-    def publish_demo(self, models: dict[str, TrainedModel]) -> None:
+    def publish_demo(
+        self, models: dict[str, TrainedModel], cards: dict[str, DrawnCard] | None = None
+    ) -> None:
+        """The demo models, active, xgboost the default; with their model cards if
+        given (drawn once per session: a card takes a second to draw)."""
         settings = self.settings
         s3 = boto3.client(
             "s3",
@@ -103,12 +108,14 @@ class Stack:
         s3.create_bucket(Bucket=settings.s3_bucket)
         registry = self.registry()
         for model_type, trained in models.items():
-            registry.publish(
+            meta = registry.publish(
                 trained.metadata,
                 trained.artifact,
                 activate=True,
                 make_default=model_type == "xgboost",
             )
+            if cards is not None:
+                cards[model_type].write(registry.store, meta)
 
     def start_worker(self, name: str, concurrency: int = 2) -> ManagedProcess:
         args = [

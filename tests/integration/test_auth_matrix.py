@@ -32,7 +32,16 @@ PUBLIC = {
     "GET /v2/health/live",
     "GET /v2/health/ready",
 }
-ADMIN = {"DELETE /delete-models"}
+ADMIN = {
+    "DELETE /delete-models",
+    "PUT /models/{model_type}/aliases/{alias}",
+    "DELETE /models/{model_type}/aliases/{alias}",
+    "PUT /models/{model_type}/traffic",
+    "DELETE /models/{model_type}/traffic",
+    "PUT /models/{model_type}/shadow",
+    "DELETE /models/{model_type}/shadow",
+    "GET /models/{model_type}/shadow/report",
+}
 # A plausible value for every path parameter; a new parameter needs one here.
 PATH_VALUES = {
     "model_type": "xgboost",
@@ -41,6 +50,7 @@ PATH_VALUES = {
     "name": "input.csv",
     "model_name": "xgboost",
     "model_version": "1",
+    "alias": "challenger",
 }
 
 

@@ -41,7 +41,7 @@ def test_admin_key_may_predict(stack: Stack) -> None:
     ("path", "needle"),
     [
         ("/predict/no_such_model", "unknown model type 'no_such_model'"),
-        ("/predict/xgboost/999", "unknown version '999' of 'xgboost'"),
+        ("/predict/xgboost/999", "unknown version or alias '999' of 'xgboost'"),
     ],
 )
 def test_unknown_model_or_version_is_404_listing_what_exists(

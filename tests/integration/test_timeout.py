@@ -47,7 +47,9 @@ def test_past_the_deadline_the_request_becomes_a_job(make_stack: Callable[..., S
         # The new worker's other pool process loads the model on its first request, which
         # on a loaded machine can outlast the 1.5 s deadline: that answer is a 202 again.
         deadline = time.monotonic() + 30
-        while (again := client.post("/predict", json={"input_data": EXAMPLE_ROW})).status_code == 202:
+        while (
+            again := client.post("/predict", json={"input_data": EXAMPLE_ROW})
+        ).status_code == 202:
             assert time.monotonic() < deadline, again.text
         assert again.status_code == 200, again.text
         sync = again.json()
