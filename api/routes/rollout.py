@@ -76,15 +76,22 @@ async def parsed(request: Request, model: type[BodyModel]) -> BodyModel:
         raise InvalidInput(f"invalid body: {problems}") from None
 
 
-@router.get(
-    "/models/{model_type}/rollout",
-    status_code=200,
-    response_model=RolloutState,
-    responses=errors(401, 404, 422),
-    summary="A type's aliases, traffic split and shadow",
-)
 async def rollout(model_type: ModelTypePath, services: ServicesDep, _: ReaderDep) -> RolloutState:
     return _state(await services.rollout.state(model_type))
+
+
+# The same state at /traffic and /shadow too, whose PUT and DELETE change it.
+for _path in ("rollout", "traffic", "shadow"):
+    router.add_api_route(
+        f"/models/{{model_type}}/{_path}",
+        rollout,
+        methods=["GET"],
+        status_code=200,
+        response_model=RolloutState,
+        responses=errors(401, 404, 422),
+        summary=f"A type's aliases, traffic split and shadow (at /{_path})",
+        operation_id=f"get_{_path}",
+    )
 
 
 @router.put(
@@ -119,19 +126,6 @@ async def delete_alias(
     return _state(await services.rollout.delete_alias(model_type, alias))
 
 
-@router.get(
-    "/models/{model_type}/traffic",
-    status_code=200,
-    response_model=RolloutState,
-    responses=errors(401, 404, 422),
-    summary="A type's rollout (its traffic split among the rest)",
-)
-async def get_traffic(
-    model_type: ModelTypePath, services: ServicesDep, _: ReaderDep
-) -> RolloutState:
-    return _state(await services.rollout.state(model_type))
-
-
 @router.put(
     "/models/{model_type}/traffic",
     status_code=200,
@@ -161,19 +155,6 @@ async def delete_traffic(
     model_type: ModelTypePath, services: ServicesDep, _: AdminDep
 ) -> RolloutState:
     return _state(await services.rollout.set_traffic(model_type, None))
-
-
-@router.get(
-    "/models/{model_type}/shadow",
-    status_code=200,
-    response_model=RolloutState,
-    responses=errors(401, 404, 422),
-    summary="A type's rollout (its shadow among the rest)",
-)
-async def get_shadow(
-    model_type: ModelTypePath, services: ServicesDep, _: ReaderDep
-) -> RolloutState:
-    return _state(await services.rollout.state(model_type))
 
 
 @router.put(

@@ -6,6 +6,7 @@ Errors here take the protocol's shape, `{"error": "<message>"}` (api/main.py).""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import orjson
@@ -21,6 +22,7 @@ from common.oip.responses import check_outputs, render
 from common.oip.rows import rows_from
 from common.oip.tensors import parse_request
 from common.registry import VERSION_PATTERN
+from common.services.models import OFF_LOOP_BYTES
 from common.services.requests import PredictRequest
 
 PREFIX = "/v2"
@@ -186,7 +188,10 @@ async def _infer(
     inference = parse_request(parse_json(header), data)
     check_outputs(inference)
     meta = await services.models.route(name, version, caller.owner)  # a split picks one
-    rows = rows_from(meta, inference.inputs)
+    if len(body) > OFF_LOOP_BYTES:  # as ModelService.validate does with the rows next
+        rows = await asyncio.to_thread(rows_from, meta, inference.inputs)
+    else:
+        rows = rows_from(meta, inference.inputs)
     predict = PredictRequest(caller.owner, meta.model_type, meta.version, rows, len(body))
     try:
         outcome = await services.predictions.predict(predict)

@@ -41,8 +41,7 @@ def _matrix(meta: ModelMetadata, tensor: Tensor) -> list[dict[str, Any]]:
             f"v{meta.version} takes [N, {width}]: N rows of its {width} features in order"
         )
     columns = [
-        list(map(_converter(feature, tensor), tensor.values[i::width]))
-        for i, feature in enumerate(meta.features)
+        _column(feature, tensor, tensor.values[i::width]) for i, feature in enumerate(meta.features)
     ]
     return _rows(meta.feature_names, columns)
 
@@ -65,7 +64,7 @@ def _per_feature(meta: ModelMetadata, tensors: list[Tensor]) -> list[dict[str, A
     if len(counts) > 1:
         raise InvalidInput(f"the feature tensors have different numbers of rows: {sorted(counts)}")
     columns = [
-        list(map(_converter(feature, by_name[feature.name]), by_name[feature.name].values))
+        _column(feature, by_name[feature.name], by_name[feature.name].values)
         for feature in meta.features
     ]
     return _rows(meta.feature_names, columns)
@@ -75,6 +74,22 @@ def _rows(names: list[str], columns: list[list[Any]]) -> list[dict[str, Any]]:
     if not columns[0]:
         raise InvalidInput("the inputs hold no rows: send at least one")
     return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _column(feature: Feature, tensor: Tensor, values: list[Any]) -> list[Any]:
+    """A feature's values in its type. Floats for a float feature, the common case, are
+    checked with C-level calls (10,000 rows of 30 features: 300,000 values); anything
+    else goes one value at a time, which also names the value that does not fit."""
+    if feature.type == "float" and tensor.datatype in FLOAT_TYPES:
+        kinds = set(map(type, values))
+        if kinds <= {float}:
+            return values
+        if kinds <= {float, int}:
+            try:
+                return list(map(float, values))
+            except OverflowError:
+                pass  # named below
+    return list(map(_converter(feature, tensor), values))
 
 
 def _converter(feature: Feature, tensor: Tensor) -> Callable[[Any], Any]:

@@ -29,8 +29,9 @@ SPLIT_REQUESTS = 5000
 @pytest.fixture(scope="module")
 def rolling(make_stack: Callable[..., Stack], demo_models: dict[str, TrainedModel]) -> Stack:
     """xgboost v1 (the demo's), and v2: the logistic regression under the same type, so
-    that the two versions really differ. Splits are drawn per request here."""
-    stack = make_stack("rollout", traffic_sticky=False)
+    that the two versions really differ. Splits are drawn per request here, and two API
+    processes share the port: a change must reach both."""
+    stack = make_stack("rollout", api_processes=2, traffic_sticky=False)
     lr = demo_models["logistic_regression"]
     stack.registry().publish(lr.metadata | {"model_type": "xgboost"}, lr.artifact)
     notify_registry_changed(stack.settings)
