@@ -7,11 +7,8 @@ import time
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.schema import CreateIndex, CreateTable
-
-from common.tables import Base
 
 
 def _json_text(value: Any) -> str:
@@ -69,33 +66,9 @@ def _use_wal(cursor: Any) -> None:
             time.sleep(0.02)
 
 
-_DDL_LOCK_KEY = 0x5E2F1A6  # any constant, shared by every process of the project
-
-
 def create_tables(engine: Engine) -> None:
-    # Several processes may start at once against one database. IF NOT EXISTS is enough
-    # for SQLite; PostgreSQL can still race in its catalog, so serialize on a lock there.
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
-        for table in Base.metadata.sorted_tables:
-            conn.execute(CreateTable(table, if_not_exists=True))
-            _add_missing_columns(conn, table)
-            for index in table.indexes:
-                conn.execute(CreateIndex(index, if_not_exists=True))
+    """The log's tables at the newest schema: Alembic's migrations, run by every process
+    at start-up, one at a time (common/prediction_log/migrate.py)."""
+    from common.prediction_log.migrate import upgrade
 
-
-def _add_missing_columns(conn: Connection, table: Table) -> None:
-    """Columns added since a database was made (owner, job_id), added to it: nullable,
-    so rows already there stay as they were. (Schema changes beyond adding a nullable
-    column need a real migration tool.)"""
-    present = {column["name"] for column in inspect(conn).get_columns(table.name)}
-    for column in table.columns:
-        if column.name in present:
-            continue
-        if not column.nullable:
-            raise RuntimeError(
-                f"{table.name} lacks the column {column.name}, which cannot be added"
-            )
-        kind = column.type.compile(dialect=conn.dialect)
-        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+    upgrade(engine)

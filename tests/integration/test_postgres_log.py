@@ -27,6 +27,7 @@ from common.prediction_log import (
 from common.schemas import LogEntry
 from common.tables import PredictionLog
 from dev.postgres import find_postgres_bin, start_postgres, stop_postgres
+from tests.common.test_migrations import check_from_an_unstamped_release, check_from_empty
 
 pytestmark = pytest.mark.integration
 
@@ -307,3 +308,26 @@ def test_processes_starting_at_once_on_an_empty_database_all_create_tables(
     finally:
         admin.dispose()
     assert failures == []
+
+
+@pytest.fixture
+def fresh_database(pg_url: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An empty database of the test's own on the module's server."""
+    name = "mig_" + request.node.name.split("[")[-1].rstrip("]").replace("-", "_")[:40]
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    engine = create_log_engine(pg_url.rsplit("/", 1)[0] + f"/{name}")
+    yield engine
+    engine.dispose()
+
+
+def test_migrations_from_an_empty_database(fresh_database: Engine) -> None:
+    check_from_empty(fresh_database)
+
+
+@pytest.mark.parametrize("revision", ["0001", "0002"])
+def test_migrations_from_a_release_before_migrations(fresh_database: Engine, revision: str) -> None:
+    check_from_an_unstamped_release(fresh_database, revision)
