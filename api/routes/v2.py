@@ -202,6 +202,10 @@ async def _infer(
             f"{deferred.message}; it goes on as job {job.job_id}: GET {job.status_url} "
             "has its result"
         ) from None
+    except InvalidInput as exc:
+        # The rows' checks name /predict's field; a v2 caller sent tensors.
+        message = exc.message.replace("invalid input_data: ", "invalid input: ", 1)
+        raise InvalidInput(message, exc.details) from None
     extra = {"request_id": outcome.request_id, "cached": outcome.cached}
     rendered = render(inference, outcome.meta, outcome.result, extra)
     if rendered.header_length is None:
