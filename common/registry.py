@@ -115,7 +115,7 @@ class Catalog:
         if model_type is None:
             if self.state.active is None:
                 raise ModelNotFound(
-                    "no active model: activate one (python -m common.cli activate TYPE VERSION)",
+                    "no active model: activate one (modelctl activate TYPE VERSION)",
                     {"available": self.available()},
                 )
             model_type, version = self.state.active.model_type, self.state.active.version

@@ -1,1 +1,3 @@
-"""Command-line tool for ML engineers: train demo models, publish, list and activate."""
+"""`modelctl`, the command-line tool for ML engineers: train the demo models, publish
+versions (with their model cards), list, show and activate them, roll them out (aliases,
+traffic splits, shadows) and write their cards."""

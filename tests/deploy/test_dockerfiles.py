@@ -424,7 +424,9 @@ def import_as_in_image(modules: list[str], requirements: Path, code: set[str]) -
         for module, dists in providers.items()
         if not {canonicalize_name(dist) for dist in dists} & closure
     }
-    blocked |= PROJECT_PACKAGES - code
+    # The project's own packages belong to its editable install (model-serving), which
+    # no image has: what decides is which of them the image copies.
+    blocked = (blocked - PROJECT_PACKAGES) | (PROJECT_PACKAGES - code)
     done = subprocess.run(
         [sys.executable, "-c", _IMPORT_PROBE, json.dumps(sorted(blocked)), *modules],
         cwd=ROOT,
