@@ -26,8 +26,19 @@ def main(argv: list[str]) -> int:
     settings = get_settings()
     node = argv[0] if argv else f"celery@{socket.gethostname()}"
     app = create_celery(settings)
+    # A probe answers in seconds: without this the result backend retries its
+    # connection for 20 s (Celery's default) before the probe can say Redis is down.
+    app.conf.result_backend_transport_options = {
+        "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+    }
     started = time.perf_counter()
-    result = app.send_task(PING_TASK, queue=worker_direct(node), expires=60)
+    try:
+        # retry=False: a probe that cannot publish fails now, not after Celery's retries.
+        result = app.send_task(PING_TASK, queue=worker_direct(node), expires=60, retry=False)
+    except Exception as exc:  # kombu raises assorted errors when the broker is down
+        problem = " ".join(str(exc).split())  # one line: Celery's spans three
+        print(f"{node}: the broker or result store is unavailable: {problem}")
+        return 1
     try:
         answer = result.get(timeout=settings.readiness_timeout_seconds)
     except CeleryTimeout:
