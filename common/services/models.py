@@ -85,9 +85,12 @@ class ModelService:
         if rule is None or not shadowed(rule, meta.version):
             return None
         try:
-            return await self.resolve(meta.model_type, rule.version)
+            shadow = await self.resolve(meta.model_type, rule.version)
         except ServingError:  # deleted since: the primary's answer goes on regardless
             return None
+        # The rows are in this version's feature order: only a shadow with the same
+        # features can score them (RolloutService refuses others against the active one).
+        return shadow if same_features(shadow, meta) else None
 
     async def metadata(self, model_type: str, version: str) -> ModelMetadata:
         """A version's metadata, even if its artifact was deleted since (a job ran on it)."""
@@ -126,3 +129,7 @@ class ModelService:
             "deleted": [{"model_type": m.model_type, "version": m.version} for m in deleted],
             "purged_cache_entries": purged,
         }
+
+
+def same_features(first: ModelMetadata, second: ModelMetadata) -> bool:
+    return [(f.name, f.type) for f in first.features] == [(f.name, f.type) for f in second.features]

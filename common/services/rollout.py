@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from common.cache import notify_registry_changed
-from common.errors import ModelNotFound
+from common.errors import InvalidInput, ModelNotFound
 from common.prediction_log.shadow_report import shadow_report
 from common.registry import Catalog, Registry, RegistryState, check_name
 from common.rollout import CHAMPION, Rollout, ShadowRule, check_alias, check_split
-from common.services.models import ModelService
+from common.services.models import ModelService, same_features
 from common.settings import Settings
 
 
@@ -63,9 +63,16 @@ class RolloutService:
         return describe(state, model_type, versions)
 
     async def set_shadow(self, model_type: str, rule: ShadowRule | None) -> dict[str, Any]:
-        versions = self._versions(await self._fresh(), model_type)
+        catalog = await self._fresh()
+        versions = self._versions(catalog, model_type)
         if rule is not None:
             self._known(model_type, rule.version, versions)
+            active = catalog.resolve(model_type, None)
+            if not same_features(catalog.resolve(model_type, rule.version), active):
+                raise InvalidInput(
+                    f"{model_type} v{rule.version} takes other features than the active "
+                    f"v{active.version}: a shadow scores the same rows"
+                )
         rollout = await self._rollout(model_type)
         rollout.shadow = rule
         state = await self._save(model_type, rollout)

@@ -16,15 +16,17 @@ from tritonclient.utils import InferenceServerException
 
 from common.training import DEMO_TYPES, TrainedModel, breast_cancer
 from dev.services import wait_until
-from tests.integration.stack import ADMIN_KEY, READER_KEY, Stack
+from tests.integration.stack import ADMIN_KEY, Stack
 
 pytestmark = pytest.mark.integration
 
 
 def key() -> dict[str, str]:
     """A new dict each call: tritonclient writes Inference-Header-Content-Length into the
-    headers it is given, and would send it again with the next request's."""
-    return {"X-API-Key": READER_KEY}
+    headers it is given, and would send it again with the next request's. The admin key:
+    with the cache scoped by key, this module's rows never make another module's
+    (test_predict's, on the same shared stack) a cache hit."""
+    return {"X-API-Key": ADMIN_KEY}
 
 
 def client_for(stack: Stack) -> triton.InferenceServerClient:
@@ -42,7 +44,7 @@ def matrix_input(x: np.ndarray, binary: bool = True) -> triton.InferInput:
 def cached_predict(stack: Stack, model_type: str, rows: list[dict[str, float]]) -> Any:
     """/predict of the rows, once v2's answer is in the cache (it is written after the
     answer goes out)."""
-    with stack.client() as client:
+    with stack.client(ADMIN_KEY) as client:
         for _ in range(50):
             answer = client.post(f"/predict/{model_type}", json={"input_data": rows})
             assert answer.status_code == 200, answer.text
@@ -139,7 +141,7 @@ def test_mlservers_request_shapes_in_raw_json(stack: Stack) -> None:
         "id": "my-own-id",
         "inputs": [{"name": "X", "shape": [3, 30], "datatype": "FP64", "data": picked.tolist()}],
     }
-    bearer = {"Authorization": f"Bearer {READER_KEY}"}  # what generic clients send
+    bearer = {"Authorization": f"Bearer {ADMIN_KEY}"}  # what generic clients send
     with stack.client(None, headers=bearer) as client:
         sync = client.post("/predict/xgboost/1", json={"input_data": rows}).json()
         for body in (per_feature, one_tensor):
@@ -210,7 +212,7 @@ def test_fp32_and_integer_tensors_are_accepted(stack: Stack) -> None:
     client = client_for(stack)
     tensor = triton.InferInput("input__0", [4, 30], "FP32")
     tensor.set_data_from_numpy(x[:4].astype(np.float32))
-    bearer = {"Authorization": f"Bearer {READER_KEY}"}
+    bearer = {"Authorization": f"Bearer {ADMIN_KEY}"}
     result = client.infer("xgboost", [tensor], headers=bearer)
     assert result.as_numpy("predict_proba").shape == (4, 2)
     whole = triton.InferInput("input__0", [1, 30], "INT64")

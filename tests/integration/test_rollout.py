@@ -167,6 +167,23 @@ def test_an_alias_works_wherever_a_version_does(rolling: Stack) -> None:
     assert "challenger" not in state["aliases"]
 
 
+def test_a_shadow_must_take_the_same_features(
+    rolling: Stack, demo_models: dict[str, TrainedModel]
+) -> None:
+    xgb = demo_models["xgboost"]
+    renamed = [dict(f) for f in xgb.metadata["features"]]
+    renamed[0]["name"] = "radius, renamed"
+    other = {**xgb.metadata, "features": renamed, "model_type": "narrow"}
+    registry = rolling.registry()
+    registry.publish(other, xgb.artifact, activate=True)
+    registry.publish(xgb.metadata | {"model_type": "narrow"}, xgb.artifact)
+    notify_registry_changed(rolling.settings)
+    with rolling.client(ADMIN_KEY) as client:
+        refused = client.put("/models/narrow/shadow", json={"version": "2", "fraction": 0.5})
+    assert refused.status_code == 422, refused.text
+    assert "takes other features than the active v1" in refused.json()["error"]["message"]
+
+
 def logs(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
     response = client.get("/logs", params={"n_limit": 1000, "model_type": "xgboost", **params})
     assert response.status_code == 200, response.text
