@@ -106,6 +106,16 @@ class Housekeeping:
             if purged:
                 log.info("prediction log: %d rows older than %d days deleted", purged, days)
 
+    def prepare(self) -> None:
+        """Build the resources in the main process's main thread, before the thread
+        starts: built in the thread, their first imports (boto3's takes a second) could
+        be under way when the pool forks a replacement for a killed process, and the
+        child would inherit the import's lock held, and hang on its first task."""
+        try:
+            self._resources = build_resources(self.app, self.settings)
+        except Exception:  # Redis or the store down at start: the thread tries again
+            log.exception("housekeeping could not build its resources yet")
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -115,6 +125,7 @@ def run_housekeeping_when_ready(app: Celery, settings: Settings) -> None:
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
     def start(**_: Any) -> None:
+        keeper.prepare()
         threading.Thread(target=keeper.run, name="housekeeping", daemon=True).start()
 
     @worker_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
