@@ -47,6 +47,10 @@ def page_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+# The limit of a body that carries a few settings (an alias, a split, index options).
+SMALL_BODY_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
 class JsonBody:
     payload: Any

@@ -9,14 +9,13 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, RootModel, ValidationError
 
 from api.deps import AdminDep, ModelTypePath, ReaderDep, ServicesDep
-from api.responses import errors, read_json
+from api.responses import SMALL_BODY_BYTES, errors, read_json
 from common.errors import InvalidInput
 from common.rollout import ALIAS_PATTERN, ShadowRule, Weight
 
 router = APIRouter(tags=["rollout"])
 AliasPath = Annotated[str, Path(pattern=ALIAS_PATTERN, examples=["challenger"])]
 WRITE_ERRORS = errors(400, 401, 403, 404, 413, 415, 422, 503)
-BODY_LIMIT = 64 * 1024
 
 
 class RolloutState(BaseModel):
@@ -66,7 +65,7 @@ def body_of(model: type[BaseModel]) -> dict[str, Any]:
 
 
 async def parsed(request: Request, model: type[BodyModel]) -> BodyModel:
-    payload = await read_json(request, BODY_LIMIT)
+    payload = await read_json(request, SMALL_BODY_BYTES)
     try:
         return model.model_validate(payload)
     except ValidationError as exc:

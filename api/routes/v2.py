@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Path, Request, Response
 
 from api.deps import ModelTypePath, ReaderDep, ServicesDep
-from api.responses import check_json_type, parse_json, read_body
+from api.responses import SMALL_BODY_BYTES, check_json_type, parse_json, read_body
 from api.routes.health import backend_status
 from common.errors import InvalidInput, MalformedBody, PredictionDeferred, PredictionTimeout
 from common.oip import binary
@@ -146,7 +146,7 @@ async def version_ready(
 
 @router.post("/repository/index", summary="Every model version and its state", responses=ERRORS)
 async def index(services: ServicesDep, _: ReaderDep, request: Request) -> list[dict[str, Any]]:
-    body = await read_body(request, 64 * 1024)
+    body = await read_body(request, SMALL_BODY_BYTES)
     options = parse_json(body) if body.strip() else {}
     if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
         raise InvalidInput('the body is optional: {"ready": true} lists only ready versions')
