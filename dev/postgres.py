@@ -17,7 +17,7 @@ import tempfile
 from glob import glob
 from pathlib import Path
 
-from dev.services import ManagedProcess, free_port, tcp_open, wait_until
+from dev.services import LOCAL, ManagedProcess, Placement, free_port, tcp_open, wait_until
 
 _PG_USER = "serving"  # the superuser initdb creates; trust auth, so no password
 _PG_RUN_AS = ("postgres", "nobody")  # PostgreSQL refuses to run as root
@@ -141,10 +141,13 @@ def postgres_accepts(host: str, port: int, user: str = _PG_USER) -> bool:
         return False
 
 
-def start_postgres(work_dir: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
-    """A private PostgreSQL server (initdb, trust auth, fsync off) on 127.0.0.1 only.
+def start_postgres(
+    work_dir: Path, port: int | None = None, at: Placement = LOCAL, clients: str | None = None
+) -> tuple[ManagedProcess, str]:
+    """A private PostgreSQL server (initdb, trust auth, fsync off) on `at.bind` only
+    (127.0.0.1 by default); `clients`, a network such as 10.77.0.0/24, may connect too.
 
-    Returns the process and `postgresql+psycopg://serving@127.0.0.1:<port>/postgres`.
+    Returns the process and `postgresql+psycopg://serving@<address>:<port>/postgres`.
     The cluster lives in work_dir/pg (or a temp dir, see _postgres_base_dir), the server's
     log in work_dir/postgres.log. Stop it with stop_postgres(proc) (fast shutdown).
     """
@@ -181,11 +184,15 @@ def start_postgres(work_dir: Path, port: int | None = None) -> tuple[ManagedProc
     if done.returncode != 0:
         tail = initdb_log.read_bytes()[-4000:].decode(errors="replace")
         raise RuntimeError(f"initdb failed (exit {done.returncode}): {tail}")
+    if clients is not None:  # initdb's pg_hba.conf trusts loopback only
+        with (data_dir / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {clients} trust\n")
 
     # A free port can be taken between free_port() and the bind: try another one then.
     for attempt in range(3 if port is None else 1):
         server_port = port or free_port()
         args = [
+            *at.prefix,
             *_as_user(ids),
             str(bin_dir / "postgres"),
             "-D",
@@ -195,7 +202,7 @@ def start_postgres(work_dir: Path, port: int | None = None) -> tuple[ManagedProc
             "-k",
             str(socket_dir),
             "-c",
-            "listen_addresses=127.0.0.1",
+            f"listen_addresses={at.bind}",
             "-c",
             "fsync=off",
         ]
@@ -204,7 +211,7 @@ def start_postgres(work_dir: Path, port: int | None = None) -> tuple[ManagedProc
         def ready(proc: ManagedProcess = proc, server_port: int = server_port) -> bool:
             if not proc.alive():
                 raise RuntimeError("postgres exited")
-            return postgres_accepts("127.0.0.1", server_port)
+            return at.probe(lambda: postgres_accepts(at.bind, server_port))
 
         try:
             wait_until(ready, 60, "postgres")
@@ -214,7 +221,7 @@ def start_postgres(work_dir: Path, port: int | None = None) -> tuple[ManagedProc
             if "Address already in use" in tail and attempt < 2 and port is None:
                 continue
             raise RuntimeError(f"postgres did not start: {tail}") from None
-        return proc, f"postgresql+psycopg://{_PG_USER}@127.0.0.1:{server_port}/postgres"
+        return proc, f"postgresql+psycopg://{_PG_USER}@{at.bind}:{server_port}/postgres"
     raise AssertionError("unreachable")
 
 

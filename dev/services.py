@@ -22,6 +22,24 @@ from pathlib import Path
 from typing import IO
 
 
+def _here(check: Callable[[], bool]) -> bool:
+    return check()
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a service runs: the address it binds, a command prefix that puts it there
+    (e.g. `nsenter --net=...` for another network namespace), and how to run a readiness
+    check from there (a check that opens sockets has to open them in that namespace)."""
+
+    bind: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()
+    probe: Callable[[Callable[[], bool]], bool] = _here
+
+
+LOCAL = Placement()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -209,20 +227,23 @@ def start_redis(
     port: int | None = None,
     appendonly: bool = False,
     extra_args: list[str] | None = None,
+    at: Placement = LOCAL,
 ) -> tuple[ManagedProcess, str]:
     """A private Redis; broker keys are never evicted (noeviction).
 
     Memory-only unless `appendonly`: then every write is fsynced to an append-only file
-    in `work_dir`, so a restart on the same port and folder keeps queued tasks and jobs."""
+    in `work_dir`, so a restart on the same port and folder keeps queued tasks and jobs.
+    Protected mode stays on for loopback; an explicit `at.bind` elsewhere lifts it."""
     port = port or free_port()
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="serving-redis-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     args = [
+        *at.prefix,
         find_redis_server(),
         "--port",
         str(port),
         "--bind",
-        "127.0.0.1",
+        at.bind,
         "--save",
         "",
         "--appendonly",
@@ -234,19 +255,19 @@ def start_redis(
         "--maxmemory-policy",
         "noeviction",
         "--protected-mode",
-        "yes",
+        "yes" if at.bind.startswith("127.") else "no",
         *(extra_args or []),
     ]
     proc = ManagedProcess("redis", args, work_dir / "redis.log").start()
     try:
-        wait_until(lambda: redis_answers("127.0.0.1", port), 20, "redis-server")
+        wait_until(lambda: at.probe(lambda: redis_answers(at.bind, port)), 20, "redis-server")
     except TimeoutError:
         proc.stop()
         raise RuntimeError(f"redis-server did not start: {proc.log_tail()}") from None
     except BaseException:  # Ctrl-C meanwhile: the server, in a session of its own, missed it
         proc.stop()
         raise
-    return proc, f"redis://127.0.0.1:{port}/0"
+    return proc, f"redis://{at.bind}:{port}/0"
 
 
 def _http_ok(url: str) -> bool:
@@ -259,14 +280,16 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def start_s3_server(work_dir: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
+def start_s3_server(
+    work_dir: Path, port: int | None = None, at: Placement = LOCAL
+) -> tuple[ManagedProcess, str]:
     """moto's standalone server: a real S3-compatible HTTP endpoint that boto3 talks to."""
     port = port or free_port()
-    args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    args = [*at.prefix, sys.executable, "-m", "moto.server", "-H", at.bind, "-p", str(port)]
     proc = ManagedProcess("s3", args, work_dir / "s3.log").start()
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{at.bind}:{port}"
     try:
-        wait_until(lambda: _http_ok(endpoint), 60, "S3 server")
+        wait_until(lambda: at.probe(lambda: _http_ok(endpoint)), 60, "S3 server")
     except TimeoutError:
         proc.stop()
         raise RuntimeError(f"S3 server did not start: {proc.log_tail()}") from None
