@@ -206,9 +206,14 @@ class PythonRun:
 
 
 def start_python_load(
-    plan: LoadPlan, n_procs: int, group: ProcessGroup, work_dir: Path
+    plan: LoadPlan,
+    n_procs: int,
+    group: ProcessGroup,
+    work_dir: Path,
+    prefix: tuple[str, ...] = (),
 ) -> PythonRun:
-    """Start `n_procs` generator processes sharing the plan's connections."""
+    """Start `n_procs` generator processes sharing the plan's connections; `prefix` runs
+    them elsewhere (e.g. `nsenter --net=...`: on another host of dev/hosts)."""
     n_procs = max(1, min(n_procs, plan.connections))
     start_at = time.time() + STARTUP_SLACK_SECONDS
     window = (start_at + plan.warmup, start_at + plan.warmup + plan.duration)
@@ -232,7 +237,7 @@ def start_python_load(
         spec_path = work_dir / f"loadgen-{index}.json"
         spec_path.write_text(json.dumps(asdict(spec)))
         outputs.append(work_dir / f"loadgen-{index}.out.json")
-        args = [sys.executable, "-m", "bench.loadgen", str(spec_path), str(outputs[-1])]
+        args = [*prefix, sys.executable, "-m", "bench.loadgen", str(spec_path), str(outputs[-1])]
         log = work_dir / f"loadgen-{index}.log"
         procs.append(group.start(ManagedProcess(f"loadgen-{index}", args, log, cwd=ROOT)))
     return PythonRun(window, plan.interval, procs, outputs)

@@ -164,3 +164,31 @@ class ProcessGroup:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return left
+
+
+def sleep_until(moment: float) -> None:
+    """Sleep until a wall-clock moment (time.time())."""
+    time.sleep(max(0.0, moment - time.time()))
+
+
+def cpu_snapshot(groups: dict[str, list[int]]) -> tuple[float, dict[str, float]]:
+    """(wall clock, CPU seconds of each group and of everything else on the machine)."""
+    used = cpu_seconds(groups)
+    busy = machine_busy_seconds()
+    used["other"] = busy - sum(used.values()) if busy is not None else 0.0
+    return time.time(), used
+
+
+def measure_cpu(window: tuple[float, float], groups: dict[str, list[int]]) -> dict[str, float]:
+    """% of one core each group used inside the window; "other" is the rest of the machine
+    (other programs, and kernel work no process is charged for). Ends a little early: the
+    load generator exits at the window's end and its CPU time would vanish with it."""
+    sleep_until(window[0])
+    started, before = cpu_snapshot(groups)
+    sleep_until(window[1] - 0.2)
+    ended, after = cpu_snapshot(groups)
+    # max(0, ...): "other" is the difference of two separately ticking clocks, a little noisy.
+    return {
+        name: round(max(0.0, 100 * (after[name] - before[name]) / (ended - started)), 1)
+        for name in after
+    }

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from bench.loadgen import BodyTemplate, LoadPlan, LoadResult
-from bench.procs import alive, rss_bytes
+from bench.procs import alive, rss_bytes, sleep_until
 from bench.stack import (
     PERTURBED_FEATURE,
     ROOT,
@@ -34,7 +34,6 @@ from bench.stack import (
     check_api_cache,
     demo_rows,
     generator_processes,
-    sleep_until,
     start_load,
     warm_stack,
 )

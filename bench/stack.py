@@ -113,11 +113,6 @@ def generator_processes(layout: CoreLayout) -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def sleep_until(moment: float) -> None:
-    """Sleep until a wall-clock moment (time.time())."""
-    time.sleep(max(0.0, moment - time.time()))
-
-
 def start_load(context: RunContext, plan: LoadPlan, work_dir: Path) -> LoadRun:
     work_dir.mkdir(parents=True, exist_ok=True)
     starter = start_wrk_load if context.generator == "wrk" else start_python_load

@@ -55,7 +55,7 @@ from bench import profile, soak
 from bench.loadgen import Bodies, BodyTemplate, LoadPlan, LoadResult
 from bench.naive_worker import POOL_PROCESSES as NAIVE_POOL_PROCESSES
 from bench.naive_worker import QUEUE as NAIVE_QUEUE
-from bench.procs import affinity_of, cpu_seconds, machine_busy_seconds, usable_cores
+from bench.procs import affinity_of, measure_cpu, usable_cores
 from bench.stack import (
     NAIVE_REDIS_DB,
     PERTURBED_FEATURE,
@@ -71,7 +71,6 @@ from bench.stack import (
     demo_rows,
     generator_processes,
     run_with_stack,
-    sleep_until,
     start_load,
     warm_naive,
     warm_stack,
@@ -289,29 +288,6 @@ def check_targets(servers: Servers, templates: dict[int, list[BodyTemplate]]) ->
     if "api" in servers.targets:
         check_api_cache(servers.targets["api"], templates[1][0])
         call_json(servers.targets["api"], body=templates[BIG_ROWS][0].render())
-
-
-def cpu_snapshot(groups: dict[str, list[int]]) -> tuple[float, dict[str, float]]:
-    """(wall clock, CPU seconds of each group and of everything else on the machine)."""
-    used = cpu_seconds(groups)
-    busy = machine_busy_seconds()
-    used["other"] = busy - sum(used.values()) if busy is not None else 0.0
-    return time.time(), used
-
-
-def measure_cpu(window: tuple[float, float], groups: dict[str, list[int]]) -> dict[str, float]:
-    """% of one core each group used inside the window; "other" is the rest of the machine
-    (other programs, and kernel work no process is charged for). Ends a little early: the
-    load generator exits at the window's end and its CPU time would vanish with it."""
-    sleep_until(window[0])
-    started, before = cpu_snapshot(groups)
-    sleep_until(window[1] - 0.2)
-    ended, after = cpu_snapshot(groups)
-    # max(0, ...): "other" is the difference of two separately ticking clocks, a little noisy.
-    return {
-        name: round(max(0.0, 100 * (after[name] - before[name]) / (ended - started)), 1)
-        for name in after
-    }
 
 
 def start_profiling(

@@ -56,6 +56,7 @@ def unavailable_reason() -> str | None:
 class BedPlan:
     worker_hosts: int = 2
     worker_cpus: float = 0.5  # each worker host's share of the machine's CPU time
+    worker_cpu_period_us: int = cpu.PERIOD_US  # the quota's period (cpu.max's second field)
     worker_concurrency: int = 2  # prefork pool processes per worker host
     api_processes: int = 1
     settings: dict[str, Any] = field(default_factory=dict)  # more SERVING_* settings
@@ -157,7 +158,9 @@ class TestBed:
     def start_worker(self, name: str) -> ManagedProcess:
         host = self.net.hosts[name]
         if name not in self.caps:
-            self.caps[name] = CpuCap.create(name, self.plan.worker_cpus)
+            self.caps[name] = CpuCap.create(
+                name, self.plan.worker_cpus, self.plan.worker_cpu_period_us
+            )
             self.cgroups.append(self.caps[name].path)
         cap = self.caps[name]
         args = [
