@@ -19,47 +19,23 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
+import redis
+import sqlalchemy as sa
 
 from bench.loadgen import BodyTemplate, LoadPlan, Target, start_python_load
 from bench.procs import ProcessGroup, measure_cpu
+from bench.scale_report import HostsRun, Point, report, results
 from bench.stack import PERTURBED_FEATURE, demo_rows
-from bench.tables import markdown_table
 from common.training import DEMO_TYPES, TrainedModel, train_demo
 from dev.hosts.bed import API_PORT, KEY, BedPlan, TestBed, publish_models, unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = ROOT / "bench" / "results" / "scale.json"
 JOB_ROWS = 100_000
-
-
-@dataclass
-class Point:
-    hosts: int
-    workload: str  # "1 row" or "1,000 rows"
-    rows_per_request: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: dict[str, int]
-    cpu: dict[str, float]  # % of one core, per group, inside the window
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rps * self.rows_per_request
-
-
-@dataclass
-class HostsRun:
-    hosts: int
-    points: list[Point] = field(default_factory=list)
-    job_seconds: float = 0.0
-    throttled_seconds: float = 0.0  # how long the kernel held the worker hosts back
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -120,14 +96,46 @@ def measure(
         "workers": [bed.processes[name].pid for name in bed.worker_names()],
         "load": run.pids,
     }
+    before = usage(bed)
     cpu = measure_cpu(run.window, groups)
     result = run.wait()
+    after = usage(bed)
     for proc in group.processes:  # not group.stop_all(): it ends every child, the bed's too
         proc.stop()
     hosts = len(bed.worker_names())
     workload = "1 row" if size == 1 else f"{size:,} rows"
+    # Counted over the whole load (warm-up and tail too), divided by what it answered.
+    answered = max(1, after.log_rows - before.log_rows)
     return Point(hosts, workload, size, result.rps, result.p50_ms, result.p99_ms,
-                 result.errors, cpu)  # fmt: skip
+                 result.errors, cpu,
+                 (after.redis_commands - before.redis_commands) / answered,
+                 (after.log_bytes - before.log_bytes) / answered)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Usage:
+    redis_commands: int
+    log_rows: int
+    log_bytes: int
+
+
+def usage(bed: TestBed) -> Usage:
+    """Redis's commands so far, and the prediction log's rows and bytes (table, indexes
+    and TOAST), read from the client host."""
+
+    def read() -> Usage:
+        client = redis.Redis.from_url(bed.fields["redis_url"])
+        commands = int(client.info("stats")["total_commands_processed"])
+        client.close()
+        engine = sa.create_engine(bed.fields["database_url"])
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT count(*) FROM prediction_log")).scalar_one()
+            size = "SELECT pg_total_relation_size('prediction_log')"
+            size_bytes = conn.execute(sa.text(size)).scalar_one()
+        engine.dispose()
+        return Usage(commands, int(rows), int(size_bytes))
+
+    return bed.run_on(bed.client, read)
 
 
 def job_csv(rows: int) -> bytes:
@@ -142,23 +150,24 @@ def job_csv(rows: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def run_job(bed: TestBed, body: bytes) -> float:
-    """Seconds from submitting the CSV job to its `succeeded`."""
+def run_job(bed: TestBed, body: bytes) -> tuple[float, float]:
+    """Seconds from submitting the CSV job to its 202 (the upload), and to `succeeded`."""
 
-    def submit_and_wait() -> float:
+    def submit_and_wait() -> tuple[float, float]:
         headers = {"X-API-Key": KEY, "Content-Type": "text/csv"}
         with httpx.Client(base_url=bed.api_url, headers=headers, timeout=120) as client:
             started = time.monotonic()
             job = client.post("/jobs", params={"model_type": "xgboost"}, content=body)
             if job.status_code != 202:
                 raise RuntimeError(f"the job was refused: {job.status_code} {job.text}")
+            accepted = time.monotonic() - started
             while (status := client.get(job.json()["status_url"]).json())["status"] not in {
                 "succeeded", "failed", "cancelled",
             }:  # fmt: skip
                 time.sleep(0.05)
             if status["status"] != "succeeded":
                 raise RuntimeError(f"the job ended {status['status']}: {status}")
-            return time.monotonic() - started
+            return accepted, time.monotonic() - started
 
     return bed.run_on(bed.client, submit_and_wait)
 
@@ -188,48 +197,10 @@ def run_hosts(
         for n, (size, template) in enumerate(bodies.items()):
             outcome.points.append(measure(bed, size, template, options, 1 + n * 10**8))
             print(f"    {outcome.points[-1].workload}: {outcome.points[-1].rps:.0f} req/s")
-        outcome.job_seconds = run_job(bed, body)
+        outcome.job_upload_seconds, outcome.job_seconds = run_job(bed, body)
         print(f"    {options.job_rows:,}-row job: {outcome.job_seconds:.1f} s", flush=True)
         outcome.throttled_seconds = sum(cap.throttled_seconds() for cap in bed.caps.values())
     return outcome
-
-
-def scale_line(label: str, values: list[tuple[int, float]], unit: str, fmt: str) -> str:
-    base = values[0][1]
-    parts = []
-    for i, (hosts, value) in enumerate(values):
-        text = f"{hosts} host{'s' if hosts > 1 else ''} {value:{fmt}} {unit}"
-        parts.append(text if i == 0 else f"{text} ({value / base:.2f}x)")
-    return f"scale{label}: " + ", ".join(parts)
-
-
-def report(runs: list[HostsRun], options: argparse.Namespace) -> str:
-    points = [p for run in runs for p in run.points]
-    header = ["workload", "hosts", "req/s", "rows/s", "p50 ms", "p99 ms", "errors",
-              "API CPU %", "Redis CPU %", "workers CPU %", "PG CPU %", "load CPU %"]  # fmt: skip
-    rows = [
-        [p.workload, str(p.hosts), f"{p.rps:,.0f}", f"{p.rows_per_s:,.0f}", f"{p.p50_ms:.1f}",
-         f"{p.p99_ms:.1f}", str(sum(p.errors.values())), f"{p.cpu['api']:.0f}",
-         f"{p.cpu['redis']:.0f}", f"{p.cpu['workers']:.0f}", f"{p.cpu['postgres']:.0f}",
-         f"{p.cpu['load']:.0f}"]
-        for p in points
-    ]  # fmt: skip
-    one = [(p.hosts, p.rps) for p in points if p.rows_per_request == 1]
-    big = [(p.hosts, p.rows_per_s) for p in points if p.rows_per_request == 1000]
-    jobs = [(run.hosts, options.job_rows / run.job_seconds) for run in runs]
-    lines = [
-        markdown_table(header, rows),
-        "",
-        "job: " + ", ".join(f"{r.hosts} host(s) {r.job_seconds:.1f} s" for r in runs),
-        scale_line("", one, "req/s", ",.0f"),
-        scale_line(" (1,000 rows)", big, "rows/s", ",.0f"),
-        scale_line(f" ({options.job_rows:,}-row job)", jobs, "rows/s", ",.0f"),
-    ]
-    if len(one) == 3:
-        ratio = one[2][1] / one[0][1]
-        lines.append(f"target: 3 hosts >= 2.6x one host for 1-row misses: {ratio:.2f}x, "
-                     f"{'met' if ratio >= 2.6 else 'NOT met'}")  # fmt: skip
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,18 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_PATH.write_text(json.dumps(results(runs, options, text), indent=2))
     print(f"wrote {RESULTS_PATH.relative_to(ROOT)}")
     return 0
-
-
-def results(runs: list[HostsRun], options: argparse.Namespace, text: str) -> dict[str, Any]:
-    return {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "options": vars(options),
-        "runs": [
-            asdict(run) | {"points": [asdict(p) | {"rows_per_s": p.rows_per_s} for p in run.points]}
-            for run in runs
-        ],
-        "report": text,
-    }
 
 
 if __name__ == "__main__":
