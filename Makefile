@@ -24,13 +24,24 @@ run: $(STAMP)
 # tests.browser installs Debian's chromium for the browser tests if it is missing (as root).
 # The suite runs on two processes (pytest-xdist, one module at a time to each), then the
 # scan for secrets in every file it wrote, which has to come after all of it.
+# Then the prediction, job and fault tests again, with every stack's broker on a private
+# RabbitMQ node (tests/rabbitmq.py installs Debian's rabbitmq-server when missing, as root;
+# results and cache stay on Redis); skipped, with the reason, where it cannot be had.
 TEST_TMP ?= .pytest-tmp
 SECRETS_TEST := tests/integration/test_secrets_left_behind.py
+RABBITMQ_TESTS := tests/integration/test_predict.py tests/integration/test_jobs.py \
+	tests/integration/test_job_faults.py tests/integration/test_worker_faults.py \
+	tests/integration/test_redelivery.py tests/integration/test_rabbitmq_broker.py
 test: $(STAMP)
 	$(PY) -m tests.browser
+	$(PY) -m tests.rabbitmq
 	rm -rf $(TEST_TMP)/suite && mkdir -p $(TEST_TMP)/suite  # xdist creates no --basetemp
 	$(PY) -m pytest -n 2 --dist loadfile --basetemp=$(TEST_TMP)/suite --ignore=$(SECRETS_TEST)
-	$(PY) -m pytest $(SECRETS_TEST) --basetemp=$(TEST_TMP)/scan --secrets-in=$(TEST_TMP)/suite
+	rm -rf $(TEST_TMP)/rabbitmq && mkdir -p $(TEST_TMP)/rabbitmq
+	$(PY) -m pytest -n 2 --dist loadfile --broker=rabbitmq --basetemp=$(TEST_TMP)/rabbitmq \
+		$(RABBITMQ_TESTS)
+	$(PY) -m pytest $(SECRETS_TEST) --basetemp=$(TEST_TMP)/scan --secrets-in=$(TEST_TMP)/suite \
+		--secrets-in=$(TEST_TMP)/rabbitmq
 
 # Not in CI: fetch the Swagger UI and ReDoc files of /docs and /redoc again (api/static).
 docs-assets:

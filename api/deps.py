@@ -39,7 +39,7 @@ class Services:
     jobs: JobService
     dispatcher: CeleryDispatcher
     cache: aioredis.Redis
-    broker: aioredis.Redis
+    broker: aioredis.Redis | None  # None with RabbitMQ: /metrics reads it over AMQP
     producer: Celery
     log_repo: PredictionLogRepo
     log_writer: BackgroundLogWriter

@@ -42,6 +42,7 @@ from common.services.rollout import RolloutService
 from common.services.uploads import UploadService
 from common.settings import Settings, get_settings
 from common.store import create_store
+from queueing.config import broker_is_amqp
 from queueing.dispatcher import CeleryDispatcher, create_producer
 from queueing.listener import ResultListener
 
@@ -75,7 +76,12 @@ def redis_client(url: str, **options: Any) -> aioredis.Redis:
 def build_services(settings: Settings) -> tuple[Services, ResultListener]:
     cache = redis_client(settings.effective_cache_url, socket_timeout=5, health_check_interval=30)
     results = redis_client(settings.effective_result_backend_url, health_check_interval=30)
-    broker = redis_client(settings.effective_broker_url, socket_timeout=5)
+    # /metrics reads a Redis broker's queues with this client; RabbitMQ's over AMQP.
+    broker = (
+        None
+        if broker_is_amqp(settings)
+        else redis_client(settings.effective_broker_url, socket_timeout=5)
+    )
     registry = Registry(create_store(settings))
     engine = create_log_engine(settings.database_url)
     create_tables(engine)
@@ -135,7 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await listener.stop()
             services.log_writer.close()
             await services.cache.aclose()
-            await services.broker.aclose()
+            if services.broker is not None:
+                await services.broker.aclose()
             await listener.client.aclose()
 
     app = FastAPI(

@@ -279,7 +279,12 @@ class Settings(BaseSettings):
 
     def _with_credentials(self, url: str) -> str:
         parts = urlsplit(url)
-        if self.redis_password is None or parts.username or parts.password:
+        if (
+            self.redis_password is None
+            or parts.username
+            or parts.password
+            or parts.scheme not in {"redis", "rediss", "unix"}  # Redis's credentials only
+        ):
             return url  # credentials written in the URL win
         user = quote(self.redis_username or "", safe="")
         password = quote(self.redis_password.get_secret_value(), safe="")

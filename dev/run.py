@@ -154,8 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port = settings.worker_metrics_port and settings.worker_metrics_port + 1
         callback_env = env | {"SERVING_WORKER_METRICS_PORT": str(metrics_port)}
         for name, args, process_env in [
-            ("worker", [python, "-m", "worker", "--concurrency", "2"], env),
-            ("callback-worker", [python, "-m", "worker", "--callbacks"], callback_env),
+            # Named apart: each worker's direct queue (`<name>.dq2`, python -m worker.ping
+            # NAME) must reach that worker alone.
+            ("worker", [python, "-m", "worker", "--concurrency", "2", "-n", "worker@%h"], env),
+            (
+                "callback-worker",
+                [python, "-m", "worker", "--callbacks", "-n", "callbacks@%h"],
+                callback_env,
+            ),
             ("api", [python, "-m", "api", "--host", "127.0.0.1", "--port", str(API_PORT)], env),
         ]:
             started.append(

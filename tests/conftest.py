@@ -20,6 +20,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="test_secrets_left_behind also scans DIR: the files of an earlier run (make "
         "test runs the suite on two processes first, then the scan after all of it)",
     )
+    parser.addoption(
+        "--broker",
+        choices=("redis", "rabbitmq"),
+        default="redis",
+        help="the integration stacks' broker: the session's Redis (default), or a private "
+        "RabbitMQ node (tests/rabbitmq.py; results and cache stay on Redis)",
+    )
+
+
+REDIS_BROKER_ONLY = "redis_broker_only"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{REDIS_BROKER_ONLY}(reason): a test of the Redis broker's own behaviour (its "
+        "visibility timeout, its keys), skipped with the reason under --broker=rabbitmq",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--broker") == "redis":
+        return
+    for item in items:
+        if (marker := item.get_closest_marker(REDIS_BROKER_ONLY)) is not None:
+            reason = marker.args[0] if marker.args else "it tests the Redis broker"
+            item.add_marker(pytest.mark.skip(reason=f"Redis broker only: {reason}"))
 
 
 def _serving_variables() -> list[str]:

@@ -7,11 +7,11 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_shutdown, worker_ready
+from celery.signals import worker_init, worker_process_shutdown, worker_ready
 
 from common.settings import Settings
 from queueing.codec import use_orjson_codec
-from queueing.config import celery_config
+from queueing.config import broker_is_amqp, celery_config
 from worker.result_backend import backend_url
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,28 @@ def create_worker_app(settings: Settings) -> Celery:
     register_tasks(app, settings)
     _serve_metrics_when_ready(settings.worker_metrics_port)
     run_housekeeping_when_ready(app, settings)
+    if broker_is_amqp(settings):
+        _declare_queues_when_starting(app)
     return app
+
+
+def _declare_queues_when_starting(app: Celery) -> None:
+    """RabbitMQ: every queue of `task_queues` declared before the consumer starts.
+
+    Celery's native delayed delivery binds every queue the app knows to its delay
+    exchanges; one not declared yet (the callback queue before its worker first ran)
+    fails its binding, which Celery logs as delayed delivery failing altogether
+    (CRITICAL), although the worker's own queues were bound."""
+
+    @worker_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    def declare(**_: Any) -> None:
+        try:
+            with app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=3)
+                for queue in app.conf.task_queues:
+                    queue.bind(connection.default_channel).declare()
+        except Exception as exc:  # the broker is down: the consumer keeps retrying
+            log.warning("could not declare the queues at start: %s", exc)
 
 
 def _serve_metrics_when_ready(port: int) -> None:

@@ -1,17 +1,24 @@
 """GET /metrics: Prometheus text format for all of this API's processes, plus the
-broker's queue depth and the age of its oldest task, read at scrape time."""
+broker's queue depth and (Redis only) the age of its oldest task, read at scrape time."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Iterator, Sequence
 
+from amqp.exceptions import AMQPError
+from celery import Celery
 from fastapi import APIRouter, Response
+from kombu.connection import Connection
+from kombu.exceptions import OperationalError
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.deps import Services, ServicesDep
@@ -20,10 +27,13 @@ from queueing.config import worker_queues
 
 router = APIRouter(tags=["health"])
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# A queue's depth, and the age of its oldest task where the broker shows it (None).
+QueueStats = dict[str, tuple[int, float | None]]
+AMQP_CONNECT_SECONDS = 2.0
 
 
 class QueueCollector(Collector):
-    def __init__(self, stats: dict[str, tuple[int, float]]) -> None:
+    def __init__(self, stats: QueueStats) -> None:
         self.stats = stats
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -32,13 +42,17 @@ class QueueCollector(Collector):
         )
         age = GaugeMetricFamily(
             metrics.QUEUE_OLDEST_AGE,
-            "Age of the oldest task waiting in the queue",
+            "Age of the oldest task waiting in the queue (Redis broker only: RabbitMQ "
+            "shows no waiting message without delivering it)",
             labels=["queue"],
         )
         for queue, (n, oldest) in self.stats.items():
             depth.add_metric([queue], n)
-            age.add_metric([queue], oldest)
-        yield from (depth, age)
+            if oldest is not None:
+                age.add_metric([queue], oldest)
+        yield depth
+        if age.samples:  # absent, not 0, where the broker cannot tell
+            yield age
 
 
 # KEYS: the queues. ARGV[1]: how many bytes at a message's end to search. For each queue,
@@ -79,22 +93,50 @@ def sent_at(raw: bytes | str | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-async def queue_stats(services: Services) -> dict[str, tuple[int, float]]:
-    """Depth and oldest task's age of each queue, in one round trip of a few bytes.
-    Kombu's Redis transport pushes on the left and pops on the right."""
+async def queue_stats(services: Services) -> QueueStats:
     settings = services.settings
     # The callback worker's queue too: it has a worker of its own (worker/__main__.py).
     queues = list(dict.fromkeys([*worker_queues(settings), settings.effective_callback_queue]))
+    if services.broker is None:  # RabbitMQ (api/main.py)
+        return await asyncio.to_thread(amqp_depths, services.producer, queues)
+    return await redis_stats(services.broker, queues)
+
+
+async def redis_stats(broker: Redis, queues: list[str]) -> QueueStats:
+    """Depth and oldest task's age of each queue, in one round trip of a few bytes.
+    Kombu's Redis transport pushes on the left and pops on the right."""
     try:
-        script = services.broker.register_script(OLDEST_SENT_AT)
+        script = broker.register_script(OLDEST_SENT_AT)
         replies = await script(keys=queues, args=[HEADER_TAIL_BYTES])
     except RedisError:
         return {}
-    now, stats = time.time(), {}
+    now, stats = time.time(), QueueStats()
     for i, queue in enumerate(queues):
         depth, oldest = replies[2 * i], sent_at(replies[2 * i + 1])
         stats[queue] = (int(depth), 0.0 if oldest is None else max(0.0, now - oldest))
     return stats
+
+
+def amqp_depths(producer: Celery, queues: list[str]) -> QueueStats:
+    """Each queue's ready messages, from a passive declare (RabbitMQ's count, no message
+    delivered), on a connection of this scrape's own: never one a publish waits for."""
+    try:
+        with producer.connection_for_read(connect_timeout=AMQP_CONNECT_SECONDS) as connection:
+            connection.ensure_connection(max_retries=1)
+            return {queue: (ready_messages(connection, queue), None) for queue in queues}
+    except (OperationalError, OSError, AMQPError):
+        return {}  # the broker is down: no queue metrics this scrape, as with Redis
+
+
+def ready_messages(connection: Connection, queue: str) -> int:
+    channel = connection.channel()  # type: ignore[no-untyped-call]
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except connection.channel_errors:  # 404: nothing declared it yet, so nothing waits
+        return 0
+    finally:
+        with contextlib.suppress(*connection.channel_errors, *connection.connection_errors):
+            channel.close()
 
 
 def exposition(extra: Sequence[Collector]) -> bytes:

@@ -146,6 +146,12 @@ def test_redis_credentials_are_added_to_every_url_without_their_own() -> None:
     assert "p@ss" not in repr(settings)
 
 
+def test_redis_credentials_never_go_to_a_rabbitmq_url() -> None:
+    settings = Settings(broker_url="amqp://rabbit:5672/serving", redis_password="redis-secret")
+    assert settings.effective_broker_url == "amqp://rabbit:5672/serving"
+    assert settings.effective_cache_url == "redis://:redis-secret@127.0.0.1:6379/0"
+
+
 def test_password_without_a_user_is_the_default_user() -> None:
     settings = Settings(redis_url="redis://127.0.0.1:6379/3", redis_password="secret")
     assert settings.effective_broker_url == "redis://:secret@127.0.0.1:6379/3"

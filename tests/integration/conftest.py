@@ -9,8 +9,10 @@ import pytest
 
 from common.cards.publish import DrawnCard, draw_card
 from common.training import DEMO_TYPES, TrainedModel, train_demo
+from dev.rabbitmq import RabbitNode, vhost_url
 from tests.browser import Chromium, chromium_or_skip
 from tests.integration.stack import Stack, stack_fields
+from tests.rabbitmq import rabbitmq_or_skip
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +55,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
+def rabbitmq(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RabbitNode, str] | None]:
+    """With --broker=rabbitmq, the session's private RabbitMQ node and its URL: a vhost
+    per stack, numbered as its Redis database (so its broadcasts, such as GET /'s worker
+    ping, reach its own workers only). None with the default, Redis."""
+    if request.config.getoption("--broker") != "rabbitmq":
+        yield None
+        return
+    node, url = rabbitmq_or_skip(tmp_path_factory.mktemp("rabbitmq"), vhosts=64)
+    yield node, url
+    node.stop()
+
+
+@pytest.fixture(scope="session")
 def started_stacks() -> Iterator[list[Stack]]:
     """Every stack started in this session; whatever still runs at its end is stopped."""
     stacks: list[Stack] = []
@@ -68,11 +85,13 @@ def build_stack(
     demo_models: dict[str, TrainedModel],
     demo_cards: dict[str, DrawnCard],
     tmp_path_factory: pytest.TempPathFactory,
+    rabbitmq: tuple[RabbitNode, str] | None,  # before started_stacks: stopped after them
     started_stacks: list[Stack],
 ) -> Callable[..., Stack]:
-    """Starts a stack with the demo models: its own Redis database, bucket, queue, cache
-    prefix and log file. Use make_stack in a test module (it stops its stacks at the
-    module's end) or the shared `stack`; this one stops them only at the session's end."""
+    """Starts a stack with the demo models: its own Redis database (and RabbitMQ vhost
+    with --broker=rabbitmq), bucket, queue, cache prefix and log file. Use make_stack in
+    a test module (it stops its stacks at the module's end) or the shared `stack`; this
+    one stops them only at the session's end."""
 
     def build(
         name: str,
@@ -82,7 +101,11 @@ def build_stack(
         **overrides: object,
     ) -> Stack:
         tmp = Path(tmp_path_factory.mktemp(name))
-        fields = stack_fields(name, redis_url, s3_endpoint, tmp, next(_db_index)) | overrides
+        index = next(_db_index)
+        fields = stack_fields(name, redis_url, s3_endpoint, tmp, index)
+        if rabbitmq is not None:  # the broker only: results and cache stay on Redis
+            fields["broker_url"] = vhost_url(rabbitmq[1], index)
+        fields |= overrides
         stack = Stack(name, fields, tmp)
         stack.publish_demo(demo_models, demo_cards)
         started_stacks.append(stack)

@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import httpx
+from kombu.connection import Connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.cards.publish import DrawnCard
@@ -20,6 +21,7 @@ from common.settings import Settings
 from common.store import create_store
 from common.training import TrainedModel
 from dev.services import ManagedProcess, free_port, wait_until
+from queueing.config import broker_url
 
 ROOT = Path(__file__).resolve().parents[2]
 READER_KEY = "reader-key-for-tests"
@@ -203,6 +205,11 @@ class Stack:
         except httpx.HTTPError:
             time.sleep(0.2)
             return False
+
+    def purge_queue(self, queue: str) -> int:
+        """Drop the messages waiting in a broker queue (Redis or RabbitMQ); how many."""
+        with Connection(broker_url(self.settings)) as connection:  # type: ignore[no-untyped-call]
+            return int(connection.default_channel.queue_purge(queue) or 0)
 
     def logs_text(self) -> str:
         return "\n".join(

@@ -98,15 +98,11 @@ def test_chunks_that_never_run_end_the_job_at_the_stall_limit(faults: Stack) -> 
     fails it once it has made no progress for the stall limit."""
     worker = next(p for p in faults.processes if p.name.startswith("worker") and p.alive())
     worker.stop()
-    broker = redis.Redis.from_url(faults.settings.effective_broker_url)
-    try:
-        with faults.client() as client:
-            job = client.post("/jobs", json={"input_data": [EXAMPLE_ROW] * 2}).json()
-            assert broker.delete(faults.settings.effective_job_queue) == 1  # the chunk is gone
-            faults.start_worker(f"worker-swept-{faults.name}")
-            done, _ = wait_status(client, job["status_url"], STALL + 30)
-    finally:
-        broker.close()
+    with faults.client() as client:
+        job = client.post("/jobs", json={"input_data": [EXAMPLE_ROW] * 2}).json()
+        assert faults.purge_queue(faults.settings.effective_job_queue) == 1  # the chunk is gone
+        faults.start_worker(f"worker-swept-{faults.name}")
+        done, _ = wait_status(client, job["status_url"], STALL + 30)
     assert done["status"] == "failed", done
     lived = seconds_between(done["created_at"], done["finished_at"])
     # Not before the stall limit; within it plus a sweep, plus the new worker's start.

@@ -234,6 +234,9 @@ def test_sigterm_lets_the_running_prediction_finish(faults: Stack) -> None:
     assert worker.popen.wait(timeout=HARD_LIMIT + 20) == 0
 
 
+@pytest.mark.redis_broker_only(
+    "Redis's visibility timeout; test_rabbitmq_broker.py kills a whole worker on RabbitMQ"
+)
 def test_a_whole_worker_killed_mid_prediction(faults: Stack) -> None:
     """SIGKILL of a worker's main process and its pool processes (a node lost): nothing
     acknowledges or restores the message, so it stays in the broker's unacked set until
