@@ -109,12 +109,14 @@ def measure(
     return Point(hosts, workload, size, result.rps, result.p50_ms, result.p99_ms,
                  result.errors, cpu,
                  (after.redis_commands - before.redis_commands) / answered,
-                 (after.log_bytes - before.log_bytes) / answered)  # fmt: skip
+                 (after.log_bytes - before.log_bytes) / answered,
+                 (after.redis_memory - before.redis_memory) / answered)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Usage:
     redis_commands: int
+    redis_memory: int
     log_rows: int
     log_bytes: int
 
@@ -126,6 +128,7 @@ def usage(bed: TestBed) -> Usage:
     def read() -> Usage:
         client = redis.Redis.from_url(bed.fields["redis_url"])
         commands = int(client.info("stats")["total_commands_processed"])
+        memory = int(client.info("memory")["used_memory"])
         client.close()
         engine = sa.create_engine(bed.fields["database_url"])
         with engine.connect() as conn:
@@ -133,7 +136,7 @@ def usage(bed: TestBed) -> Usage:
             size = "SELECT pg_total_relation_size('prediction_log')"
             size_bytes = conn.execute(sa.text(size)).scalar_one()
         engine.dispose()
-        return Usage(commands, int(rows), int(size_bytes))
+        return Usage(commands, memory, int(rows), int(size_bytes))
 
     return bed.run_on(bed.client, read)
 
