@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from bench.loadgen import BodyTemplate, LoadPlan, Target, start_python_load
 from bench.procs import ProcessGroup, measure_cpu
 from bench.scale_report import HostsRun, Point, report, results
-from bench.stack import PERTURBED_FEATURE, demo_rows
+from bench.stack import PERTURBED_FEATURE, batch_totals, demo_rows
 from common.training import DEMO_TYPES, TrainedModel, train_demo
 from dev.hosts.bed import API_PORT, KEY, BedPlan, TestBed, publish_models, unavailable_reason
 
@@ -96,10 +96,11 @@ def measure(
         "workers": [bed.processes[name].pid for name in bed.worker_names()],
         "load": run.pids,
     }
-    before = usage(bed)
+    before, batched_before = usage(bed), bed.run_on(bed.client, lambda: batch_totals(target))
     cpu = measure_cpu(run.window, groups)
     result = run.wait()
-    after = usage(bed)
+    after, batched_after = usage(bed), bed.run_on(bed.client, lambda: batch_totals(target))
+    requests, tasks = (a - b for a, b in zip(batched_after, batched_before, strict=True))
     for proc in group.processes:  # not group.stop_all(): it ends every child, the bed's too
         proc.stop()
     hosts = len(bed.worker_names())
@@ -110,7 +111,8 @@ def measure(
                  result.errors, cpu,
                  (after.redis_commands - before.redis_commands) / answered,
                  (after.log_bytes - before.log_bytes) / answered,
-                 (after.redis_memory - before.redis_memory) / answered)  # fmt: skip
+                 (after.redis_memory - before.redis_memory) / answered,
+                 requests / max(1.0, tasks))  # fmt: skip
 
 
 @dataclass(frozen=True)

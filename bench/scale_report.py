@@ -23,6 +23,7 @@ class Point:
     redis_commands_per_request: float = 0.0
     log_bytes_per_request: float = 0.0  # the prediction log's growth in PostgreSQL
     redis_bytes_per_request: float = 0.0  # Redis's growth: cache entries, results
+    requests_per_task: float = 0.0  # the API's micro-batches
 
     @property
     def rows_per_s(self) -> float:
@@ -51,12 +52,13 @@ def report(runs: list[HostsRun], options: argparse.Namespace) -> str:
     points = [p for run in runs for p in run.points]
     header = ["workload", "hosts", "req/s", "rows/s", "p50 ms", "p99 ms", "errors",
               "API CPU %", "Redis CPU %", "workers CPU %", "PG CPU %", "load CPU %",
-              "Redis cmds/req", "Redis bytes/req", "log bytes/req"]  # fmt: skip
+              "req/task", "Redis cmds/req", "Redis bytes/req", "log bytes/req"]  # fmt: skip
     rows = [
         [p.workload, str(p.hosts), f"{p.rps:,.0f}", f"{p.rows_per_s:,.0f}", f"{p.p50_ms:.1f}",
          f"{p.p99_ms:.1f}", str(sum(p.errors.values())), f"{p.cpu['api']:.0f}",
          f"{p.cpu['redis']:.0f}", f"{p.cpu['workers']:.0f}", f"{p.cpu['postgres']:.0f}",
-         f"{p.cpu['load']:.0f}", f"{p.redis_commands_per_request:.1f}",
+         f"{p.cpu['load']:.0f}", f"{p.requests_per_task:.1f}",
+         f"{p.redis_commands_per_request:.1f}",
          f"{p.redis_bytes_per_request:,.0f}", f"{p.log_bytes_per_request:,.0f}"]
         for p in points
     ]  # fmt: skip
