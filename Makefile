@@ -56,7 +56,7 @@ bench: $(STAMP)
 scale-bench: $(STAMP)
 	$(PY) -m bench.scale
 
-# Not in CI: the streaming job test with a 1,000,000-row CSV (make test runs 500,000).
+# Not in CI: the streaming job test with a 1,000,000-row CSV (make test runs 200,000).
 big-job: $(STAMP)
 	TEST_BIG_JOB_ROWS=1000000 $(PY) -m pytest -s tests/integration/test_streaming_jobs.py
 

@@ -43,9 +43,30 @@ def demo_cards(demo_models: dict[str, TrainedModel]) -> dict[str, DrawnCard]:
 LAST_MODULE = "test_secrets_left_behind.py"
 
 
+# The longest modules first: `--dist loadfile` hands modules out in this order, and a long
+# one handed out last keeps its process busy while the other has nothing left to do.
+SLOW_FIRST = (
+    "test_schemathesis.py",
+    "test_cross_host_faults.py",
+    "test_worker_faults.py",
+    "test_rollout.py",
+    "test_redis_outage.py",
+    "test_streaming_jobs.py",
+    "test_callback_worker_faults.py",
+    "test_make_run.py",
+)
+
+
+def _order(item: pytest.Item) -> int:
+    name = item.path.name
+    if name == LAST_MODULE:
+        return len(SLOW_FIRST) + 1
+    return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_order)  # stable: each module's tests keep their order
     last = [item for item in items if item.path.name == LAST_MODULE]
-    items[:] = [item for item in items if item.path.name != LAST_MODULE] + last
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: another runs in parallel
         # It stops every stack of its process, which later tests there would still use,
         # and cannot wait for the other process's files: make test runs it alone after.

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Callable
 from html import unescape
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,9 +21,8 @@ import pytest
 from api.routes.cards import PAGE_HEADERS
 from common.cache import notify_registry_changed
 from common.cards.page import figure
-from common.cards.publish import draw_card, publish_card
+from common.cards.publish import DrawnCard
 from common.cards.summary import PLOTS
-from common.registry import ModelMetadata
 from common.training import TrainedModel
 from dev.services import wait_until
 from tests.browser import Chromium
@@ -51,26 +51,23 @@ window.addEventListener("load", () => {{
 
 
 @pytest.fixture(scope="module")
-def cards(make_stack: Callable[..., Stack], demo_models: dict[str, TrainedModel]) -> Stack:
-    """The demo models with their cards; xgboost v2 (same artifact, another description)
-    with its card; logistic_regression v2 without one."""
+def cards(
+    make_stack: Callable[..., Stack],
+    demo_models: dict[str, TrainedModel],
+    demo_cards: dict[str, DrawnCard],
+) -> Stack:
+    """The demo models with their cards (every stack publishes them so); xgboost v2 (same
+    artifact, another description) with its card, the session's drawing of that model;
+    logistic_regression v2 without one."""
     stack = make_stack("cards")
     registry = stack.registry()
-    catalog = registry.catalog()
-    for model_type, trained in demo_models.items():
-        card(stack, catalog.resolve(model_type, "1"), trained)
     xgb, logistic = demo_models["xgboost"], demo_models["logistic_regression"]
     second = registry.publish({**xgb.metadata, "description": SECOND}, xgb.artifact)
-    draw_card(xgb.estimator, xgb.x_test, xgb.y_test, xgb.metadata).write(registry.store, second)
+    demo_cards["xgboost"].write(registry.store, second)
     registry.publish(logistic.metadata, logistic.artifact)
     notify_registry_changed(stack.settings)
     wait_until(lambda: published(stack) == {"xgboost": 2, "logistic_regression": 2}, 30, "v2s")
     return stack
-
-
-def card(stack: Stack, meta: ModelMetadata, trained: TrainedModel) -> list[str]:
-    store = stack.registry().store
-    return publish_card(store, meta, trained.estimator, trained.x_test, trained.y_test)
 
 
 def published(stack: Stack) -> dict[str, int]:
@@ -87,7 +84,9 @@ def get_page(stack: Stack, path: str, **params: str) -> httpx.Response:
     return response
 
 
-def open_in_chromium(chromium: Chromium, html: str, folder: Path) -> tuple[str, list[dict]]:
+def open_in_chromium(
+    chromium: Chromium, html: str, folder: Path
+) -> tuple[str, list[dict[str, Any]]]:
     """The DOM Chromium built from the page, and what the probe saw of each image."""
     page = folder / "card.html"
     page.write_text(html.replace("</head>", PROBE + "</head>", 1), encoding="utf-8")

@@ -1,10 +1,19 @@
 """`modelctl` (the console script, and `python -m modelctl`): train, list, activate,
 publish with a card, show, roll versions out and write cards, against a local store and
-against a real stack's bucket, telling its API through Redis."""
+against a real stack's bucket, telling its API through Redis.
+
+Most calls run `modelctl.cli.main` in this process, with the call's environment, working
+directory and captured stdout and stderr: a subprocess spends about half a second
+importing the libraries before it does anything. Whatever needs a process of its own
+runs in one: the installed console script, `python -m modelctl` (each command's --help),
+the one-line warnings that go through logging (pytest holds the root logger), and the
+browser opened through `webbrowser`, which reads BROWSER once per process."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import pickle
@@ -22,9 +31,11 @@ import pytest
 
 from common.cards.publish import DrawnCard
 from common.registry import Registry
+from common.settings import get_settings
 from common.store import LocalStore
 from common.training import TrainedModel, breast_cancer
 from dev.services import free_port, wait_until
+from modelctl.cli import main
 from tests.integration.stack import ADMIN_KEY, READER_KEY, ROOT, Stack
 
 pytestmark = pytest.mark.integration
@@ -46,17 +57,26 @@ ANSI = re.compile(r"\x1b\[")
 
 @dataclass
 class Cli:
-    """`python -m modelctl` (or the installed script) in a subprocess, in `cwd`."""
+    """modelctl in `cwd` with `env`: `main()` in this process, or in a subprocess
+    (`python -m modelctl`, or the installed script) where `process` is set."""
 
     env: dict[str, str]
     cwd: Path
     script: bool = False
+    process: bool = False
     calls: list[list[str]] = field(default_factory=list)
 
     def result(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        separate = self.process or self.script
+        done = self.in_subprocess(*args, **env) if separate else self.in_process(*args, **env)
+        assert "Traceback" not in done.stderr, done.stderr
+        assert not ANSI.search(done.stdout + done.stderr), "ANSI codes when not a terminal"
+        return done
+
+    def in_subprocess(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         command = [str(SCRIPT)] if self.script else [sys.executable, "-m", "modelctl"]
         self.calls.append([*command, *args])
-        done = subprocess.run(
+        return subprocess.run(
             [*command, *args],
             env=self.env | env,
             cwd=self.cwd,
@@ -65,9 +85,30 @@ class Cli:
             timeout=180,
             check=False,
         )
-        assert "Traceback" not in done.stderr, done.stderr
-        assert not ANSI.search(done.stdout + done.stderr), "ANSI codes when not a terminal"
-        return done
+
+    def in_process(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """As the subprocess would run: its environment alone, its directory, its exit
+        status (argparse's SystemExit too); an exception main() lets out fails the test."""
+        self.calls.append(["main", *args])
+        out, err = io.StringIO(), io.StringIO()
+        with (
+            pytest.MonkeyPatch.context() as patch,
+            contextlib.chdir(self.cwd),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            for name in set(os.environ) - set(self.env | env):
+                patch.delenv(name)
+            for name, value in (self.env | env).items():
+                patch.setenv(name, value)
+            get_settings.cache_clear()  # read from this call's environment, as a process would
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 1
+            finally:
+                get_settings.cache_clear()
+        return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
     def __call__(self, *args: str, ok: bool = True, **env: str) -> str:
         done = self.result(*args, **env)
@@ -100,6 +141,12 @@ def run(tmp_path: Path, redis_url: str) -> Cli:
         "PYTHONPATH": str(ROOT),
     }
     return Cli(env, tmp_path)
+
+
+@pytest.fixture
+def run_process(run: Cli) -> Cli:
+    """`python -m modelctl` in a subprocess, with `run`'s environment and directory."""
+    return Cli(run.env, run.cwd, process=True)
 
 
 @pytest.fixture
@@ -216,8 +263,8 @@ def test_the_console_script_runs_from_any_directory(run: Cli, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_command_has_help_with_examples(run: Cli, command: str) -> None:
-    out = run(command, "--help")
+def test_every_command_has_help_with_examples(run_process: Cli, command: str) -> None:
+    out = run_process(command, "--help")
     assert out.startswith(f"usage: modelctl {command}")
     assert f"\nexamples:\n  modelctl {command}" in out
     for option in COMMANDS[command]:
@@ -314,18 +361,18 @@ def test_a_pickle_is_not_loaded_to_evaluate_it(
 
 
 @pytest.mark.usefixtures("demo_store")
-def test_an_unreachable_redis_is_a_warning_not_a_failure(run: Cli) -> None:
+def test_an_unreachable_redis_is_a_warning_not_a_failure(run_process: Cli) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"
-    out = run("activate", "xgboost", "1", SERVING_REDIS_URL=closed)
+    out = run_process("activate", "xgboost", "1", SERVING_REDIS_URL=closed)
     assert "activated xgboost v1" in out
     assert "warning: could not notify API processes of the registry change" in out
-    out = run("alias", "xgboost", "challenger", "1", SERVING_REDIS_URL=closed)
+    out = run_process("alias", "xgboost", "challenger", "1", SERVING_REDIS_URL=closed)
     assert "warning: could not notify API processes" in out
     assert ["1", "champion, challenger", "", ""] in table_rows(out)
 
 
 @pytest.mark.usefixtures("demo_store")
-def test_card_opens_in_the_browser(run: Cli, tmp_path: Path) -> None:
+def test_card_opens_in_the_browser(run_process: Cli, tmp_path: Path) -> None:
     opened = tmp_path / "opened.txt"
     browser = tmp_path / "browser"
     browser.write_text(
@@ -333,7 +380,7 @@ def test_card_opens_in_the_browser(run: Cli, tmp_path: Path) -> None:
         f"pathlib.Path({str(opened)!r}).write_text(sys.argv[1])\n"
     )
     browser.chmod(0o755)
-    out = run("card", "xgboost", "1", "--open", BROWSER=str(browser))
+    out = run_process("card", "xgboost", "1", "--open", BROWSER=str(browser))
     assert "wrote the card of xgboost v1 to xgboost-1-card.html" in out
     page = tmp_path / "xgboost-1-card.html"
     assert opened.read_text() == page.resolve().as_uri()
@@ -428,7 +475,7 @@ def test_the_shadow_report_is_the_apis(on_stack: Cli, cli_stack: Stack) -> None:
     assert report == api_report()
     assert report["label_agreement"] == 1.0  # v2 is v1's artifact again
     assert report["shadow_versions"] == ["2"] and report["primary_versions"] == ["1"]
-    rows = dict(map(tuple, table_rows(on_stack("shadow", "xgboost", "--report"))))
+    rows = {name: value for name, value in table_rows(on_stack("shadow", "xgboost", "--report"))}
     assert rows["shadow requests compared"] == "5" and rows["label agreement"] == "100.00%"
     on_stack("shadow", "xgboost", "--clear")
 

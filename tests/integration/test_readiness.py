@@ -21,10 +21,10 @@ from tests.integration.test_jobs import pool_processes
 pytestmark = pytest.mark.integration
 
 
-def ping_worker(stack: Stack, node: str) -> subprocess.CompletedProcess[str]:
+def ping_worker(stack: Stack, node: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "worker.ping", node],
-        env=stack.env,
+        env=stack.env | env,
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -74,6 +74,8 @@ def test_ready_only_while_a_worker_consumes(make_stack: Callable[..., Stack]) ->
 
 
 def test_ping_of_an_unknown_worker_fails(stack: Stack) -> None:
-    answer = ping_worker(stack, "nobody@nowhere")
+    # Nothing ever answers for that node: a second's wait decides as well as the
+    # readiness timeout's default 5 s.
+    answer = ping_worker(stack, "nobody@nowhere", SERVING_READINESS_TIMEOUT_SECONDS="1")
     assert answer.returncode == 1
-    assert "nobody@nowhere: no answer within" in answer.stdout
+    assert "nobody@nowhere: no answer within 1 s" in answer.stdout

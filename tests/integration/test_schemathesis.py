@@ -10,6 +10,11 @@ name a model's features (they are per model version, at GET /models/{type}/{vers
 so schema-valid rows of made-up features are rightly refused with 422; and
 `use_after_free`, since DELETE /jobs/{id} cancels rather than deletes.
 
+Five examples an operation in every run: the coverage phase, which tries each parameter's
+boundaries and wrong types whatever that number, makes most of the cases (866 of 1,091
+without a key). Fifteen for the reader key made some 1,830 cases where five make 1,393,
+in 11 to 17 s where five took 7.5 to 10.5 s (measured on a 2-core machine).
+
 Deterministic (`--generation-deterministic`: no random seed, no example database), and
 run in a temporary directory so that neither Schemathesis' crash cache nor Hypothesis'
 files land in the repository or replay an earlier run's cases.
@@ -112,7 +117,7 @@ def test_with_wrong_keys(fuzz_stack: Stack, tmp_path: Path) -> None:
 
 
 def test_with_the_reader_key(fuzz_stack: Stack, tmp_path: Path) -> None:
-    result = schemathesis(fuzz_stack, tmp_path, 15, "--header", f"X-API-Key: {READER_KEY}")
+    result = schemathesis(fuzz_stack, tmp_path, 5, "--header", f"X-API-Key: {READER_KEY}")
     # the key works everywhere but on the admin routes
     assert sorted(result["warnings"]["missing_auth"]) == sorted(ADMIN)
     # the tenancy routes are in the schema, so in every run above
@@ -161,7 +166,7 @@ def test_with_the_admin_key(fuzz_stack: Stack, tmp_path: Path) -> None:
     # the artifacts are gone, predictions rightly answer 503 (see test_delete_models),
     # which would read as server errors.
     admin = ("--header", f"X-API-Key: {ADMIN_KEY}")
-    result = schemathesis(fuzz_stack, tmp_path, 8, *admin, "--exclude-path", "/delete-models")
+    result = schemathesis(fuzz_stack, tmp_path, 5, *admin, "--exclude-path", "/delete-models")
     assert result["warnings"]["missing_auth"] == []
     print(f"\nadmin key: {result['test_cases']['generated']} cases generated")
     assert result["test_cases"]["generated"] >= 400
