@@ -60,6 +60,20 @@ class BodyTemplate:
         return cls._cut(body, [row[feature] for row in rows])
 
     @classmethod
+    def from_tensor_row(
+        cls, row: dict[str, float], feature: str, tensor: str, outputs: list[str]
+    ) -> BodyTemplate:
+        """An Open Inference Protocol body (`POST /v2/models/<name>/infer`): one FP64
+        tensor of shape [1, len(row)] holding the row's values in its order, `feature`'s
+        open; `outputs` names the outputs asked for."""
+        data: list[float | str] = [_HOLE if name == feature else v for name, v in row.items()]
+        body = {
+            "inputs": [{"name": tensor, "shape": [1, len(row)], "datatype": "FP64", "data": data}],
+            "outputs": [{"name": name} for name in outputs],
+        }
+        return cls._cut(body, [row[feature]])
+
+    @classmethod
     def _cut(cls, body: dict[str, Any], bases: list[float]) -> BodyTemplate:
         return cls(json.dumps(body).split(f'"{_HOLE}"'), bases)
 

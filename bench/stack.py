@@ -3,76 +3,70 @@
 One private Redis (database 0 for the stack, NAIVE_REDIS_DB for the naive baseline), and
 any of: the stack's Celery worker (2 prefork processes) and API (one uvicorn worker), the
 bare in-process app (bench/bare_app.py), the naive-Celery app and worker
-(bench/naive_app.py, bench/naive_worker.py). With pinning, every server runs on one core
+(bench/naive_app.py, bench/naive_worker.py), Seldon MLServer with the same model
+(bench/mlserver_peer.py). With pinning, every server runs on one core
 and the load generator on another. `run_with_stack` starts them, runs a benchmark, and
-stops every process it started, also on Ctrl-C or SIGTERM.
+stops every process it started, also on Ctrl-C or SIGTERM. Requests to the services
+and the pools' warm-up are in bench/stack_calls.py, the core layout and the code measured
+in bench/cores.py; their names are re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-import orjson
-from prometheus_client.parser import text_string_to_metric_families
-
-from bench import naive_worker
-from bench.loadgen import BodyTemplate, LoadPlan, LoadRun, Target, start_python_load
-from bench.procs import ProcessGroup, can_pin, inherited_affinity, usable_cores
-from bench.wrk import start_wrk_load, wrk_path
+from bench import mlserver_env, mlserver_peer
+from bench.cores import CoreLayout as CoreLayout
+from bench.cores import choose_generator as choose_generator
+from bench.cores import code_version as code_version
+from bench.cores import generator_processes as generator_processes
+from bench.cores import plan_cores as plan_cores
+from bench.loadgen import LoadPlan, LoadRun, Target, start_python_load
+from bench.procs import ProcessGroup, inherited_affinity
+from bench.stack_calls import POOL_PROCESSES as POOL_PROCESSES
+from bench.stack_calls import READY_TIMEOUT_SECONDS as READY_TIMEOUT_SECONDS
+from bench.stack_calls import batch_totals as batch_totals
+from bench.stack_calls import call_json as call_json
+from bench.stack_calls import check_api_cache as check_api_cache
+from bench.stack_calls import demo_rows as demo_rows
+from bench.stack_calls import http_status as http_status
+from bench.stack_calls import is_up as is_up
+from bench.stack_calls import ready_check as ready_check
+from bench.stack_calls import warm_naive as warm_naive
+from bench.stack_calls import warm_pool as warm_pool
+from bench.stack_calls import warm_stack as warm_stack
+from bench.wrk import start_wrk_load
 from dev.services import ManagedProcess, free_port, start_redis, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key-for-benchmarks"
 PERTURBED_FEATURE = "mean radius"
-POOL_PROCESSES = 2
 WORKER_ARGS = ["--concurrency", str(POOL_PROCESSES), "--pool", "prefork"]
 NAIVE_REDIS_DB = 1
-READY_TIMEOUT_SECONDS = 120
 # Every service a benchmark may start besides Redis, as named in Servers.pids.
-SERVICES = ("worker", "api", "bare", "naive-worker", "naive-api")
+SERVICES = ("worker", "api", "bare", "naive-worker", "naive-api", "mlserver")
 # The HTTP services: name in Servers.pids -> name in Servers.targets.
 TARGETS = {"api": "api", "bare": "bare", "naive-api": "naive"}
-
-
-@dataclass(frozen=True)
-class CoreLayout:
-    servers: set[int] | None  # None: not pinned
-    generator: set[int] | None
-
-    @property
-    def pinned(self) -> bool:
-        return self.servers is not None
-
-    def describe(self) -> str:
-        if not self.pinned:
-            return "not pinned"
-        return (
-            f"pinned: servers on core {sorted(self.servers or [])}, "
-            f"load generator on core {sorted(self.generator or [])}"
-        )
+# Where each target says it is ready (the API's root needs a key); the others: /healthz.
+READY_PATHS = {"api": "/", "mlserver": mlserver_peer.READY_PATH}
 
 
 @dataclass
 class Servers:
-    targets: dict[str, Target]  # "api", "bare", "naive": those started
+    targets: dict[str, Target]  # "api", "bare", "naive", "mlserver": those started
     pids: dict[str, int]  # process name -> pid (the root of its tree)
     redis_url: str  # the stack's database
+    mlserver_metrics: str | None = None  # MLServer's /metrics URL, when it runs
 
 
 @dataclass
@@ -86,31 +80,7 @@ class RunContext:
     code: str  # the commit the services were started from (see code_version)
 
 
-# --- cores and the load generator ---------------------------------------------------------
-
-
-def plan_cores(pin: bool | None) -> CoreLayout:
-    cores = usable_cores()
-    possible = can_pin() and len(cores) >= 2
-    if pin and not possible:
-        print("note: --pin needs os.sched_setaffinity and 2 cores; running unpinned")
-    if not (possible and (pin if pin is not None else True)):
-        return CoreLayout(None, None)
-    return CoreLayout({cores[0]}, {cores[1]})
-
-
-def choose_generator(choice: str) -> str:
-    if choice == "wrk" and wrk_path() is None:
-        raise SystemExit("--generator wrk: wrk is not installed")
-    if choice == "auto":
-        return "wrk" if wrk_path() else "python"
-    return choice
-
-
-def generator_processes(layout: CoreLayout) -> int:
-    if layout.generator is not None:
-        return len(layout.generator)
-    return max(1, (os.cpu_count() or 2) // 2)
+# --- the load generator -------------------------------------------------------------------
 
 
 def start_load(context: RunContext, plan: LoadPlan, work_dir: Path) -> LoadRun:
@@ -157,24 +127,6 @@ def publish_demo_models(env: dict[str, str]) -> None:
         raise RuntimeError(f"modelctl train-demo failed:\n{done.stdout}{done.stderr}")
 
 
-def http_status(url: str, headers: dict[str, str] | None = None) -> int | None:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
-
-
-def ready_check(procs: list[ManagedProcess], checks: list[Callable[[], bool]]) -> bool:
-    for proc in procs:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited during start-up:\n{proc.log_tail()}")
-    return all(check() for check in checks)
-
-
 def service_args(name: str, port: int | None) -> list[str]:
     """The command line of one service (port: that of an HTTP service)."""
     commands = {
@@ -192,21 +144,10 @@ def target_of(name: str, port: int) -> Target:
     return Target("127.0.0.1", port, "/predict", headers)
 
 
-def is_up(target: Target) -> bool:
-    """Whether the service is up (the API's root, with a key; the others' /healthz)."""
-    path = "/" if target.headers else "/healthz"
-    return http_status(f"http://{target.host}:{target.port}{path}", target.headers) == 200
-
-
-def start_servers(
-    tmp: Path, group: ProcessGroup, services: Collection[str], settings: dict[str, str]
-) -> Servers:
-    """Redis, then the named services (the worker and the API together: the API needs the
-    worker); returns once every HTTP service answers."""
-    redis_proc, redis_url = start_redis(tmp / "redis")
-    group.adopt(redis_proc)
-    env = child_env(redis_url, tmp, settings)
-    publish_demo_models(env)
+def start_python_services(
+    tmp: Path, group: ProcessGroup, services: Collection[str], redis_url: str, env: dict[str, str]
+) -> tuple[list[ManagedProcess], dict[str, Target]]:
+    """The project's and the baselines' services named (all but MLServer), and targets."""
     naive_env = env | {"SERVING_REDIS_URL": redis_database(redis_url, NAIVE_REDIS_DB)}
     ports = {name: free_port() for name in TARGETS if name in services}
     procs = [
@@ -220,98 +161,37 @@ def start_servers(
             )
         )
         for name in SERVICES
-        if name in services
+        if name in services and name != "mlserver"
     ]
-    targets = {TARGETS[name]: target_of(name, port) for name, port in ports.items()}
-    checks: list[Callable[[], bool]] = [partial(is_up, t) for t in targets.values()]
+    return procs, {TARGETS[name]: target_of(name, port) for name, port in ports.items()}
+
+
+def start_servers(
+    tmp: Path,
+    group: ProcessGroup,
+    services: Collection[str],
+    settings: dict[str, str],
+    mlserver_workers: int = mlserver_peer.DEFAULT_WORKERS,
+) -> Servers:
+    """Redis, then the named services (the worker and the API together: the API needs the
+    worker); returns once every HTTP service answers. MLServer's venv must be built."""
+    redis_proc, redis_url = start_redis(tmp / "redis")
+    group.adopt(redis_proc)
+    env = child_env(redis_url, tmp, settings)
+    publish_demo_models(env)
+    procs, targets = start_python_services(tmp, group, services, redis_url, env)
+    mlserver = None
+    if "mlserver" in services:
+        command = mlserver_env.mlserver_command()
+        mlserver = mlserver_peer.launch(command, tmp, tmp / "store", group, mlserver_workers)
+        procs.append(mlserver.proc)
+        targets["mlserver"] = mlserver.target
+    checks: list[Callable[[], bool]] = [
+        partial(is_up, t, READY_PATHS.get(name, "/healthz")) for name, t in targets.items()
+    ]
     wait_until(lambda: ready_check(procs, checks), READY_TIMEOUT_SECONDS, "the HTTP services")
     pids = {"redis": redis_proc.pid} | {proc.name: proc.pid for proc in procs}
-    return Servers(targets, pids, redis_url)
-
-
-# --- requests and warm-up -----------------------------------------------------------------
-
-
-def call_json(target: Target, path: str | None = None, body: bytes | None = None) -> Any:
-    """GET (no body) or POST a JSON body to the target; its JSON answer, which must be 200."""
-    url = f"http://{target.host}:{target.port}{path or target.path}"
-    headers = {**target.headers, "Content-Type": "application/json"}
-    request = urllib.request.Request(url, data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return orjson.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise RuntimeError(f"{url} answered {exc.code}: {exc.read()[:500]!r}") from None
-
-
-def batch_totals(target: Target) -> tuple[float, float]:
-    """The API's micro-batching so far: (requests sent, tasks that carried them), from
-    its /metrics (the serving_batch_size_requests histogram)."""
-    url = f"http://{target.host}:{target.port}/metrics"
-    request = urllib.request.Request(url, headers=target.headers)
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read().decode()
-    totals = {"serving_batch_size_requests_sum": 0.0, "serving_batch_size_requests_count": 0.0}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in totals:
-                totals[sample.name] += sample.value
-    return totals["serving_batch_size_requests_sum"], totals["serving_batch_size_requests_count"]
-
-
-def demo_rows() -> list[dict[str, float]]:
-    """The rows of the breast-cancer data (the demo models' training data), in order."""
-    from common.training import breast_cancer
-
-    x, _, names, _ = breast_cancer()
-    return [dict(zip(names, map(float, values), strict=True)) for values in x]
-
-
-def check_api_cache(api: Target, template: BodyTemplate) -> None:
-    """The same body twice: a miss, then a hit; fail now, not after minutes of errors."""
-    body = template.render()
-    first, second = (call_json(api, body=body) for _ in range(2))
-    if first.get("cached") is not False or second.get("cached") is not True:
-        raise RuntimeError(f"the cache does not behave as expected: {first} then {second}")
-
-
-def warm_pool(
-    target: Target, bodies: Iterator[bytes], who: Callable[[list[Any]], set[str]], what: str
-) -> None:
-    """Send rounds of concurrent requests until every pool process has predicted once:
-    each loads the model on its first task, and importing XGBoost there takes seconds of
-    CPU. `who` names the processes that have predicted, given a round's answers."""
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    seen: set[str] = set()
-    with ThreadPoolExecutor(2 * POOL_PROCESSES) as pool:
-        while len(seen) < POOL_PROCESSES:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not all {POOL_PROCESSES} {what} processes predicted in time")
-            round_bodies = [next(bodies) for _ in range(4 * POOL_PROCESSES)]
-            answers = list(pool.map(lambda body: call_json(target, body=body), round_bodies))
-            seen |= who(answers)
-
-
-def warm_stack(servers: Servers, template: BodyTemplate, ids: Iterator[int]) -> None:
-    """The stack's worker pool, with unique bodies; its log names the processes."""
-    api = servers.targets["api"]
-
-    def logged_workers(_: list[Any]) -> set[str]:
-        entries = call_json(api, path="/logs?n_limit=1000")
-        return {entry["worker"] for entry in entries if entry["worker"]}
-
-    warm_pool(api, (template.render(n) for n in ids), logged_workers, "worker")
-
-
-def warm_naive(servers: Servers, template: BodyTemplate) -> None:
-    """The naive worker's pool; its answers name the processes."""
-    assert naive_worker.POOL_PROCESSES == POOL_PROCESSES
-    warm_pool(
-        servers.targets["naive"],
-        itertools.repeat(template.render()),
-        lambda answers: {str(answer["pid"]) for answer in answers},
-        "naive worker",
-    )
+    return Servers(targets, pids, redis_url, mlserver.metrics_url if mlserver else None)
 
 
 # --- running a benchmark against the services ---------------------------------------------
@@ -338,7 +218,13 @@ def run_with_stack(
         print(f"starting the services in {tmp} ({layout.describe()})", flush=True)
         code = code_version()
         with inherited_affinity(layout.servers):
-            servers = start_servers(tmp, group, services, getattr(options, "settings", {}))
+            servers = start_servers(
+                tmp,
+                group,
+                services,
+                getattr(options, "settings", {}),
+                getattr(options, "mlserver_workers", mlserver_peer.DEFAULT_WORKERS),
+            )
         status = benchmark(RunContext(options, layout, generator, group, servers, tmp, code))
         return status
     except KeyboardInterrupt:
@@ -359,17 +245,3 @@ def cleanup(group: ProcessGroup, tmp: Path, keep_logs: bool) -> None:
         print(f"logs kept in {tmp}", file=sys.stderr)
     else:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def code_version() -> str:
-    """The commit measured, and whether the working tree differs from it."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
-        )
-        return done.stdout.strip()
-
-    commit = git("log", "-1", "--oneline") or "unknown"
-    changed = [line for line in git("status", "--porcelain").splitlines() if line]
-    return commit + (f" (+ {len(changed)} uncommitted changes)" if changed else "")

@@ -104,10 +104,10 @@ def test_scenarios_add_their_baseline_and_start_only_their_services(
     assert needed_services(options.scenarios) == ["worker", "api", "bare"]
     default = parse_args([])
     assert [s.key for s in default.scenarios] == [
-        "bare", "miss", "hit", "naive", "bare-1000", "miss-1000",
+        "bare", "miss", "hit", "naive", "mlserver", "bare-1000", "miss-1000",
     ]  # fmt: skip
     assert needed_services(default.scenarios) == [
-        "worker", "api", "bare", "naive-worker", "naive-api",
+        "worker", "api", "bare", "naive-worker", "naive-api", "mlserver",
     ]  # fmt: skip
     with pytest.raises(SystemExit):
         parse_args(["--scenarios", "miss,nope"])
