@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +197,27 @@ def run_hosts(
 ) -> HostsRun:
     print(f"--- {hosts} worker host(s) at {options.worker_cpus} CPU each", flush=True)
     outcome = HostsRun(hosts)
-    with TestBed(bed_plan(hosts, options)) as bed:
+    work_dir = Path(tempfile.mkdtemp(prefix=f"serving-scale-{hosts}-"))
+    try:
+        measure_bed(
+            TestBed(bed_plan(hosts, options), work_dir=work_dir), options, models, body, outcome
+        )
+    finally:
+        if options.keep:
+            print(f"    logs kept in {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return outcome
+
+
+def measure_bed(
+    bed: TestBed,
+    options: argparse.Namespace,
+    models: dict[str, TrainedModel],
+    body: bytes,
+    outcome: HostsRun,
+) -> None:
+    with bed:
         bed.start(publish_models(models))
         bodies = templates()
         warm(bed, bodies[1])
@@ -205,7 +227,6 @@ def run_hosts(
         outcome.job_upload_seconds, outcome.job_seconds = run_job(bed, body)
         print(f"    {options.job_rows:,}-row job: {outcome.job_seconds:.1f} s", flush=True)
         outcome.throttled_seconds = sum(cap.throttled_seconds() for cap in bed.caps.values())
-    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
