@@ -23,15 +23,15 @@ benchmarks from building at once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+
+from dev.services import file_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / ".cache" / "mlserver"
@@ -72,17 +72,6 @@ def mlserver_command(cache_dir: Path = CACHE_DIR) -> Path:
     return venv_dir(cache_dir) / "bin" / "mlserver"
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _run(args: list[str]) -> None:
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -104,7 +93,7 @@ def ensure_mlserver(cache_dir: Path = CACHE_DIR) -> Path:
     pins = requirements()
     stamp = venv_dir(cache_dir) / stamp_name(pins + NO_DEPS)
     if not stamp.exists():
-        with _locked(cache_dir / ".lock"):
+        with file_lock(cache_dir / ".lock"):
             # Another benchmark may have built it while this one waited for the lock.
             if not stamp.exists():
                 started = time.monotonic()

@@ -31,11 +31,10 @@ import sqlalchemy as sa
 from bench.loadgen import BodyTemplate, LoadPlan, Target, start_python_load
 from bench.procs import ProcessGroup, measure_cpu
 from bench.scale_report import HostsRun, Point, report, results
-from bench.stack import PERTURBED_FEATURE, batch_totals, demo_rows
+from bench.stack import PERTURBED_FEATURE, ROOT, batch_totals, demo_rows
 from common.training import DEMO_TYPES, TrainedModel, train_demo
 from dev.hosts.bed import API_PORT, KEY, BedPlan, TestBed, publish_models, unavailable_reason
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = ROOT / "bench" / "results" / "scale.json"
 JOB_ROWS = 100_000
 

@@ -14,18 +14,16 @@ React web UI (its pages answer 500), while the HTTP API and /-/ready work as usu
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from dev.services import ManagedProcess, free_port, wait_until
+from dev.services import ManagedProcess, file_lock, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = ROOT / ".cache" / "prometheus"
@@ -41,17 +39,6 @@ def _cached(cache_dir: Path) -> tuple[Path, Path] | None:
     bin_dir = cache_dir / _EXTRACTED / "usr" / "bin"
     found = (bin_dir / "prometheus", bin_dir / "promtool")
     return found if all(_usable(p) for p in found) else None
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -122,7 +109,7 @@ def find_prometheus(cache_dir: Path = CACHE_DIR) -> tuple[Path, Path]:
     found = _cached(cache_dir)
     if found:
         return found
-    with _locked(cache_dir / ".lock"):
+    with file_lock(cache_dir / ".lock"):
         # Another process may have filled the cache while this one waited for the lock.
         return _cached(cache_dir) or _fill_cache(cache_dir)
 

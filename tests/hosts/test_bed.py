@@ -15,7 +15,7 @@ import pytest
 from dev.hosts import cpu, network
 from dev.hosts.cpu import CpuCap
 from dev.hosts.network import Network, in_namespace
-from dev.services import ManagedProcess, group_members
+from dev.services import ManagedProcess, group_members, wait_until
 
 pytestmark = pytest.mark.usefixtures("hosts_or_skip")
 
@@ -79,7 +79,7 @@ def test_a_cpu_cap_holds_its_processes_to_their_share(tmp_path: Path) -> None:
     spin = ["sh", "-c", "while :; do :; done"]
     proc = ManagedProcess("spin", cap.wrap(spin), tmp_path / "spin.log").start()
     try:
-        _wait_for(lambda: proc.pid in cap.pids())
+        wait_until(lambda: proc.pid in cap.pids(), 10, "the spinner in its group")
         before = _cpu_seconds(proc.pid)
         subprocess.run(["sleep", "2"], check=True)
         used = _cpu_seconds(proc.pid) - before
@@ -133,9 +133,3 @@ def _dead_pid() -> int:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _wait_for(check: object) -> None:
-    from dev.services import wait_until
-
-    wait_until(check, 10, "the condition")  # type: ignore[arg-type]

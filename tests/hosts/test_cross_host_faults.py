@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,7 +111,11 @@ def test_a_host_cut_off_mid_load_loses_nothing_and_answers_once(bed: TestBed) ->
     marker = bed.work_dir / "calls"
     cut_pids = set(bed.caps[CUT].pids())
     outcome: dict[str, Any] = {}
-    loader = _start(lambda: outcome.update(bed.run_on(bed.client, lambda: asyncio.run(load(bed)))))
+    loader = threading.Thread(
+        target=lambda: outcome.update(bed.run_on(bed.client, lambda: asyncio.run(load(bed)))),
+        daemon=True,
+    )
+    loader.start()
     stranded = wait_for_a_call_on(marker, cut_pids)
     assert_only_bed_connections(bed, CUT)
     bed.cut(CUT)
@@ -210,11 +215,3 @@ def log_counts(bed: TestBed, request_ids: list[str]) -> dict[str, int]:
             engine.dispose()
 
     return bed.run_on(bed.services, count)
-
-
-def _start(fn: Any) -> Any:
-    import threading
-
-    thread = threading.Thread(target=fn, daemon=True)
-    thread.start()
-    return thread
