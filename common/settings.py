@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     task_time_limit_seconds: float = Field(60.0, gt=0)
     broker_visibility_timeout_seconds: int = Field(3600, gt=0)
     result_expires_seconds: int = Field(3600, gt=0)
+    # Task events (received, started, succeeded...) cost the worker three publishes per
+    # task. Flower turns them on in the workers itself while it runs (its `enable_events`,
+    # every 5 s), so they are off otherwise; True sends them always, for other watchers.
+    # The API's task-sent event follows the same setting.
+    task_events: bool = False
     # A task whose run kills its worker process (a crash, the OOM killer) goes back to
     # the queue; past this many runs it fails instead of looping forever.
     task_max_attempts: int = Field(3, gt=0)

@@ -49,9 +49,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # instead of acknowledging it as failed. Tasks are idempotent: a chunk or a
         # request is recorded once however often it runs.
         "task_reject_on_worker_lost": True,
-        # Task events for Flower (and anyone else watching the broker).
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Task events only while someone watches: Flower enables them in the workers
+        # itself (`enable_events`, every 5 s); SERVING_TASK_EVENTS=true sends them always.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "task_soft_time_limit": settings.task_soft_time_limit_seconds,
         "task_time_limit": settings.task_time_limit_seconds,
         "result_expires": settings.result_expires_seconds,

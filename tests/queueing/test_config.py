@@ -40,3 +40,14 @@ def test_unacked_messages_are_swept_every_tenth_of_the_visibility_timeout(
         "unacked_restore_throttle": 1,
         "queue_order_strategy": "priority",
     }
+
+
+@pytest.mark.parametrize("events", [False, True])
+def test_task_events_follow_the_setting_and_are_off_by_default(events: bool) -> None:
+    assert celery_config(Settings())["worker_send_task_events"] is False
+
+    config = celery_config(Settings(task_events=events))
+
+    # Flower turns the workers' events on itself (tests/integration/test_flower.py).
+    assert config["worker_send_task_events"] is events
+    assert config["task_send_sent_event"] is events
