@@ -92,7 +92,7 @@ def build_services(settings: Settings) -> tuple[Services, ResultListener]:
     )
     producer = create_producer(settings)
     listener = ResultListener(results)
-    dispatcher = CeleryDispatcher(producer, listener, settings)
+    dispatcher = CeleryDispatcher(producer, listener, settings, broker)
     models_ = ModelService(settings, registry, cache)
     job_store = AsyncJobStore(results, settings.cache_prefix, settings.job_ttl_seconds)
     uploads_ = UploadService(settings, registry.store)  # the uploads share the models' store

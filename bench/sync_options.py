@@ -17,6 +17,9 @@ BARE = "bare in-process"
 BARE_BIG = f"bare in-process, {BIG_ROWS:,} rows"
 STACK_BIG = f"stack, {BIG_ROWS:,}-row miss"
 MLSERVER = "MLServer, adaptive batching"
+MISS = "stack, cache miss"
+HIT = "stack, cache hit"
+NAIVE = "naive Celery"
 BodyFormat = Literal["predict", "oip"]  # /predict's rows, or an Open Inference Protocol tensor
 
 
@@ -33,9 +36,9 @@ class Scenario:
 
 SCENARIOS = (
     Scenario("bare", BARE, "bare", "unique"),
-    Scenario("miss", "stack, cache miss", "api", "unique"),
-    Scenario("hit", "stack, cache hit", "api", "repeated"),
-    Scenario("naive", "naive Celery", "naive", "unique"),
+    Scenario("miss", MISS, "api", "unique"),
+    Scenario("hit", HIT, "api", "repeated"),
+    Scenario("naive", NAIVE, "naive", "unique"),
     Scenario("mlserver", MLSERVER, "mlserver", "unique", body="oip"),
     Scenario(f"bare-{BIG_ROWS}", BARE_BIG, "bare", "unique", rows=BIG_ROWS, baseline=BARE_BIG),
     Scenario(f"miss-{BIG_ROWS}", STACK_BIG, "api", "unique", rows=BIG_ROWS, baseline=BARE_BIG),

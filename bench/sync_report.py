@@ -10,6 +10,7 @@ from bench.stack import ROOT, RunContext, generator_processes
 from bench.sync_options import BIG_ROWS, STACK_BIG
 from bench.sync_points import Point, Profiled
 from bench.sync_results import RESULTS_PATH
+from bench.sync_targets import judge, targets_table
 from bench.tables import markdown_table
 
 CPU_GROUPS = (
@@ -161,6 +162,8 @@ def print_report(
         print(rows_table(points))
     if verdict := target_verdict(points):
         print(f"\n{verdict}")
+    print("\nIssue 15's targets, from this run:\n")
+    print(targets_table(judge(points)))
     print_cpu(context, points)
     if profiles:
         print(

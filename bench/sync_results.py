@@ -18,6 +18,7 @@ from bench.procs import affinity_of, usable_cores
 from bench.stack import NAIVE_REDIS_DB, ROOT, WORKER_ARGS, RunContext, generator_processes
 from bench.sync_options import SCENARIOS
 from bench.sync_points import Point
+from bench.sync_targets import judge
 
 RESULTS_PATH = ROOT / "bench" / "results" / "sync_predict.json"
 
@@ -74,5 +75,6 @@ def run_meta(context: RunContext, elapsed: float) -> dict[str, Any]:
 
 def write_results(meta: dict[str, Any], points: list[Point], path: Path = RESULTS_PATH) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {"meta": meta, "points": [asdict(p) for p in points]}
+    targets = [asdict(v) for v in judge(points)]
+    document = {"meta": meta, "targets": targets, "points": [asdict(p) for p in points]}
     path.write_text(json.dumps(document, indent=2) + "\n")

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import orjson
+import redis.asyncio as aioredis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
@@ -31,6 +32,7 @@ from queueing.messages import (
     Segment,
     ShadowPredict,
 )
+from queueing.redis_publish import RedisTaskPublisher
 from queueing.results import TaskResult, keep_key, result_key
 
 
@@ -106,13 +108,31 @@ def publish(producer: Celery, outgoing: Outgoing) -> None:
 
 
 class CeleryDispatcher:
-    def __init__(self, producer: Celery, listener: ResultListener, settings: Settings) -> None:
+    def __init__(
+        self,
+        producer: Celery,
+        listener: ResultListener,
+        settings: Settings,
+        broker: aioredis.Redis | None = None,
+    ) -> None:
+        """`broker`, the Redis broker's client: tasks are then pushed from the event loop
+        (queueing.redis_publish) unless task-sent events are on. Otherwise, and for
+        RabbitMQ, kombu publishes them in a thread."""
         self.producer = producer
         self.listener = listener
         self.tasks = TaskPublisher(settings)
         self.timeout = settings.predict_timeout_seconds
+        self.direct = (
+            RedisTaskPublisher(producer, broker)
+            if broker is not None and not settings.task_events
+            else None
+        )
 
     async def _send(self, *outgoing: Outgoing) -> None:
+        if self.direct is not None and all(map(self.direct.handles, outgoing)):
+            await self.direct.publish(*outgoing)
+            return
+
         def publish_all() -> None:
             for item in outgoing:
                 publish(self.producer, item)

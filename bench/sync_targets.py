@@ -1,0 +1,98 @@
+"""Issue 15's targets, judged on one run's points: each target's figure beside the target,
+and whether it is met (None: the run lacked a scenario it needs). `make bench` prints them
+and writes them into bench/results/sync_predict.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.sync_options import BARE, BARE_BIG, HIT, MISS, MLSERVER, NAIVE, STACK_BIG
+from bench.sync_points import Point
+from bench.tables import markdown_table
+
+P99_LIMIT_MS = 150.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    figure: str
+    met: bool | None
+
+
+def _at(points: list[Point], scenario: str, concurrency: int) -> Point | None:
+    found = (p for p in points if p.scenario == scenario and p.concurrency == concurrency)
+    return next(found, None)
+
+
+def _ratio(name: str, point: Point | None, base: Point | None, goal: float, what: str) -> Verdict:
+    if point is None or base is None or not base.rps:
+        return Verdict(name, "not measured", None)
+    value = point.rps / base.rps
+    figure = f"{value:.2f}x ({point.rps:,.0f} vs {base.rps:,.0f} {what})"
+    return Verdict(name, figure, value >= goal)
+
+
+def judge(points: list[Point]) -> list[Verdict]:
+    def at(scenario: str, concurrency: int) -> Point | None:
+        return _at(points, scenario, concurrency)
+
+    return [
+        _ratio("misses, c=64: >= 0.9x bare", at(MISS, 64), at(BARE, 64), 0.9, "req/s"),
+        _ratio(
+            "misses, c=64: >= MLServer-batching's req/s",
+            at(MISS, 64),
+            at(MLSERVER, 64),
+            1.0,
+            "req/s",
+        ),
+        _p50_vs_naive(at(MISS, 1), at(NAIVE, 1)),
+        _big_rows(points),
+        _ratio("hits, c=1: >= 0.9x bare", at(HIT, 1), at(BARE, 1), 0.9, "req/s"),
+        _ratio("hits, c=64: >= 1.1x bare", at(HIT, 64), at(BARE, 64), 1.1, "req/s"),
+        _p99(at(MISS, 64)),
+    ]
+
+
+def _p50_vs_naive(miss: Point | None, naive: Point | None) -> Verdict:
+    name = "misses, c=1: p50 <= 0.8x naive Celery's"
+    if miss is None or naive is None or not naive.p50_ms:
+        return Verdict(name, "not measured", None)
+    value = miss.p50_ms / naive.p50_ms
+    figure = f"{value:.2f}x ({miss.p50_ms:.2f} ms vs {naive.p50_ms:.2f} ms)"
+    return Verdict(name, figure, value <= 0.8)
+
+
+def _big_rows(points: list[Point]) -> Verdict:
+    """The stack's best 1,000-row point against the bare app's at the same concurrency."""
+    pairs = [
+        (p, b)
+        for p in points
+        if p.scenario == STACK_BIG and (b := _at(points, BARE_BIG, p.concurrency)) is not None
+    ]
+    name = "1,000-row requests: >= 0.5x bare's rows/s"
+    if not pairs:
+        return Verdict(name, "not measured", None)
+    best, bare = max(pairs, key=lambda pair: pair[0].rows_per_s / max(pair[1].rows_per_s, 1e-9))
+    value = best.rows_per_s / bare.rows_per_s if bare.rows_per_s else 0.0
+    figure = (
+        f"{value:.2f}x ({best.rows_per_s:,.0f} vs {bare.rows_per_s:,.0f} rows/s "
+        f"at c={best.concurrency})"
+    )
+    return Verdict(name, figure, value >= 0.5)
+
+
+def _p99(miss: Point | None) -> Verdict:
+    name = f"misses, c=64: p99 <= {P99_LIMIT_MS:g} ms"
+    if miss is None:
+        return Verdict(name, "not measured", None)
+    return Verdict(name, f"{miss.p99_ms:.1f} ms", miss.p99_ms <= P99_LIMIT_MS)
+
+
+def verdict_text(met: bool | None) -> str:
+    return {True: "met", False: "NOT met", None: "not measured"}[met]
+
+
+def targets_table(verdicts: list[Verdict]) -> str:
+    rows = [[v.target, v.figure, verdict_text(v.met)] for v in verdicts]
+    return markdown_table(["target", "this run", "verdict"], rows)
