@@ -51,7 +51,38 @@ from dev.services import ManagedProcess, free_port, start_redis, wait_until
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key-for-benchmarks"
 PERTURBED_FEATURE = "mean radius"
-WORKER_ARGS = ["--concurrency", str(POOL_PROCESSES), "--pool", "prefork"]
+WORKER_POOLS = ("prefork", "threads")
+
+
+def worker_args(pool: str = "prefork") -> list[str]:
+    """The stack worker's options: POOL_PROCESSES processes, or as many threads."""
+    return ["--concurrency", str(POOL_PROCESSES), "--pool", pool]
+
+
+WORKER_ARGS = worker_args()
+
+
+@dataclass(frozen=True)
+class Topology:
+    """How the stack's own services run: the worker's pool and the API's processes."""
+
+    worker_pool: str = "prefork"
+    api_workers: int = 1
+
+    @classmethod
+    def of(cls, options: argparse.Namespace) -> Topology:
+        return cls(getattr(options, "worker_pool", "prefork"), getattr(options, "api_workers", 1))
+
+    def args(self) -> tuple[str, int]:
+        return self.worker_pool, self.api_workers
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "worker": f"python -m worker {' '.join(worker_args(self.worker_pool))}",
+            "api": f"python -m api --workers {self.api_workers}",
+        }
+
+
 NAIVE_REDIS_DB = 1
 # Every service a benchmark may start besides Redis, as named in Servers.pids.
 SERVICES = ("worker", "api", "bare", "naive-worker", "naive-api", "mlserver")
@@ -127,11 +158,13 @@ def publish_demo_models(env: dict[str, str]) -> None:
         raise RuntimeError(f"modelctl train-demo failed:\n{done.stdout}{done.stderr}")
 
 
-def service_args(name: str, port: int | None) -> list[str]:
+def service_args(
+    name: str, port: int | None, worker_pool: str = "prefork", api_workers: int = 1
+) -> list[str]:
     """The command line of one service (port: that of an HTTP service)."""
     commands = {
-        "worker": ["-m", "worker", *WORKER_ARGS],
-        "api": ["-m", "api", "--port", str(port), "--workers", "1"],
+        "worker": ["-m", "worker", *worker_args(worker_pool)],
+        "api": ["-m", "api", "--port", str(port), "--workers", str(api_workers)],
         "bare": ["-m", "bench.bare_app", "--port", str(port)],
         "naive-worker": ["-m", "bench.naive_worker"],
         "naive-api": ["-m", "bench.naive_app", "--port", str(port)],
@@ -145,7 +178,12 @@ def target_of(name: str, port: int) -> Target:
 
 
 def start_python_services(
-    tmp: Path, group: ProcessGroup, services: Collection[str], redis_url: str, env: dict[str, str]
+    tmp: Path,
+    group: ProcessGroup,
+    services: Collection[str],
+    redis_url: str,
+    env: dict[str, str],
+    topology: Topology | None = None,
 ) -> tuple[list[ManagedProcess], dict[str, Target]]:
     """The project's and the baselines' services named (all but MLServer), and targets."""
     naive_env = env | {"SERVING_REDIS_URL": redis_database(redis_url, NAIVE_REDIS_DB)}
@@ -154,7 +192,7 @@ def start_python_services(
         group.start(
             ManagedProcess(
                 name,
-                service_args(name, ports.get(name)),
+                service_args(name, ports.get(name), *(topology or Topology()).args()),
                 tmp / f"{name}.log",
                 env=naive_env if name.startswith("naive") else env,
                 cwd=ROOT,
@@ -172,6 +210,7 @@ def start_servers(
     services: Collection[str],
     settings: dict[str, str],
     mlserver_workers: int = mlserver_peer.DEFAULT_WORKERS,
+    topology: Topology | None = None,
 ) -> Servers:
     """Redis, then the named services (the worker and the API together: the API needs the
     worker); returns once every HTTP service answers. MLServer's venv must be built."""
@@ -179,7 +218,7 @@ def start_servers(
     group.adopt(redis_proc)
     env = child_env(redis_url, tmp, settings)
     publish_demo_models(env)
-    procs, targets = start_python_services(tmp, group, services, redis_url, env)
+    procs, targets = start_python_services(tmp, group, services, redis_url, env, topology)
     mlserver = None
     if "mlserver" in services:
         command = mlserver_env.mlserver_command()
@@ -224,6 +263,7 @@ def run_with_stack(
                 services,
                 getattr(options, "settings", {}),
                 getattr(options, "mlserver_workers", mlserver_peer.DEFAULT_WORKERS),
+                Topology.of(options),
             )
         status = benchmark(RunContext(options, layout, generator, group, servers, tmp, code))
         return status

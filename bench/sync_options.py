@@ -9,7 +9,7 @@ from typing import Literal
 
 from bench import mlserver_peer, profile, soak
 from bench.loadgen import Bodies
-from bench.stack import SERVICES
+from bench.stack import SERVICES, WORKER_POOLS
 from common.settings import Settings
 
 BIG_ROWS = 1000
@@ -142,6 +142,20 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
         help="MLServer's parallel_workers: inference worker processes, 0 for inference in "
         f"its HTTP process (default {mlserver_peer.DEFAULT_WORKERS}, MLServer's own default)",
     )
+    parser.add_argument(
+        "--worker-pool",
+        choices=WORKER_POOLS,
+        default="prefork",
+        help="the stack worker's Celery pool, with as many processes or threads as now "
+        "(default prefork, the worker's own default)",
+    )
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="uvicorn worker processes of the stack's API (default 1)",
+    )
 
 
 def add_profile_options(parser: argparse.ArgumentParser) -> None:
@@ -172,6 +186,8 @@ def check_options(parser: argparse.ArgumentParser, options: argparse.Namespace) 
         parser.error("--duration must be >= 1 s, --warmup >= 0, concurrencies >= 1")
     if options.mlserver_workers < 0:
         parser.error("--mlserver-workers must be >= 0")
+    if options.api_workers < 1:
+        parser.error("--api-workers must be >= 1")
     if options.soak is not None and options.soak < soak.SAMPLE_SECONDS:
         parser.error(f"--soak must be >= {soak.SAMPLE_SECONDS:g} s")
     if options.soak is not None and (options.scenarios or options.profile):

@@ -15,7 +15,7 @@ from bench import mlserver_env, mlserver_peer
 from bench.naive_worker import POOL_PROCESSES as NAIVE_POOL_PROCESSES
 from bench.naive_worker import QUEUE as NAIVE_QUEUE
 from bench.procs import affinity_of, usable_cores
-from bench.stack import NAIVE_REDIS_DB, ROOT, WORKER_ARGS, RunContext, generator_processes
+from bench.stack import NAIVE_REDIS_DB, ROOT, RunContext, Topology, generator_processes
 from bench.sync_options import SCENARIOS
 from bench.sync_points import Point
 from bench.sync_targets import judge
@@ -47,8 +47,7 @@ def describe_machine(context: RunContext) -> dict[str, Any]:
         "generator_processes": generator_processes(context.layout),
         "duration_s": context.options.duration,
         "warmup_s": context.options.warmup,
-        "worker": f"python -m worker {' '.join(WORKER_ARGS)}",
-        "api": "python -m api --workers 1",
+        **Topology.of(context.options).describe(),
         "naive": (
             f"python -m bench.naive_app (1 uvicorn worker) and python -m bench.naive_worker "
             f"(prefork, concurrency {NAIVE_POOL_PROCESSES}), queue {NAIVE_QUEUE}, "
