@@ -91,23 +91,30 @@ def check_api_cache(api: Target, template: BodyTemplate) -> None:
 
 
 def warm_pool(
-    target: Target, bodies: Iterator[bytes], who: Callable[[list[Any]], set[str]], what: str
+    target: Target,
+    bodies: Iterator[bytes],
+    who: Callable[[list[Any]], set[str]],
+    what: str,
+    processes: int = POOL_PROCESSES,
 ) -> None:
     """Send rounds of concurrent requests until every pool process has predicted once:
     each loads the model on its first task, and importing XGBoost there takes seconds of
-    CPU. `who` names the processes that have predicted, given a round's answers."""
+    CPU. `who` names the processes that have predicted, given a round's answers; a pool
+    of threads is one process (`processes` 1)."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     seen: set[str] = set()
     with ThreadPoolExecutor(2 * POOL_PROCESSES) as pool:
-        while len(seen) < POOL_PROCESSES:
+        while len(seen) < processes:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"not all {POOL_PROCESSES} {what} processes predicted in time")
+                raise RuntimeError(f"not all {processes} {what} processes predicted in time")
             round_bodies = [next(bodies) for _ in range(4 * POOL_PROCESSES)]
             answers = list(pool.map(lambda body: call_json(target, body=body), round_bodies))
             seen |= who(answers)
 
 
-def warm_stack(servers: Servers, template: BodyTemplate, ids: Iterator[int]) -> None:
+def warm_stack(
+    servers: Servers, template: BodyTemplate, ids: Iterator[int], processes: int = POOL_PROCESSES
+) -> None:
     """The stack's worker pool, with unique bodies; its log names the processes."""
     api = servers.targets["api"]
 
@@ -115,7 +122,7 @@ def warm_stack(servers: Servers, template: BodyTemplate, ids: Iterator[int]) -> 
         entries = call_json(api, path="/logs?n_limit=1000")
         return {entry["worker"] for entry in entries if entry["worker"]}
 
-    warm_pool(api, (template.render(n) for n in ids), logged_workers, "worker")
+    warm_pool(api, (template.render(n) for n in ids), logged_workers, "worker", processes)
 
 
 def warm_naive(servers: Servers, template: BodyTemplate) -> None:
