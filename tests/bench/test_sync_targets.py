@@ -39,7 +39,8 @@ def test_each_target_gets_its_figure_and_verdict() -> None:
         "misses, c=64: >= MLServer-batching's req/s": ("1.07x (1,500 vs 1,400 req/s)", True),
         "misses, c=1: p50 <= 0.8x naive Celery's": ("0.75x (4.50 ms vs 6.00 ms)", True),
         "1,000-row requests: >= 0.5x bare's rows/s": (
-            "0.38x (30,000 vs 80,000 rows/s at c=4)", False
+            "0.38x (30,000 vs 80,000 rows/s at c=4)",
+            False,
         ),
         "hits, c=1: >= 0.9x bare": ("0.95x (950 vs 1,000 req/s)", True),
         "hits, c=64: >= 1.1x bare": ("1.06x (1,700 vs 1,600 req/s)", False),
