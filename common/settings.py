@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from common.key_rules import checked_digests, hash_api_key, refuse_weak_secrets
+from common.redis_urls import with_credentials
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -22,16 +22,7 @@ DEFAULT_SKOPS_TRUSTED_TYPES = [
     "sklearn.preprocessing._data.StandardScaler",
     "sklearn.linear_model._logistic.LogisticRegression",
 ]
-
-
-# Startup refuses keys and secrets shorter than this, or starting with the placeholder.
-MIN_SECRET_CHARS = 16
-PLACEHOLDER_PREFIX = "change-me"
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-
-
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+__all__ = ["DEFAULT_SKOPS_TRUSTED_TYPES", "Settings", "get_settings", "hash_api_key"]
 
 
 class Settings(BaseSettings):
@@ -236,31 +227,15 @@ class Settings(BaseSettings):
         return self
 
     def _refuse_weak_secrets(self) -> None:
-        """A placeholder copied from .env.example, or a key short enough to guess, must
-        never guard a running service: refuse to start, naming the variable (never the
-        value)."""
+        """Placeholders and short keys refused (common.key_rules), digests normalised."""
         plain = {"SERVING_API_KEYS": self.api_keys, "SERVING_ADMIN_API_KEYS": self.admin_api_keys}
         if self.callback_secret is not None:
             plain["SERVING_CALLBACK_SECRET"] = [self.callback_secret.get_secret_value()]
-        for variable, values in plain.items():
-            for value in values:
-                if value.lower().startswith(PLACEHOLDER_PREFIX):
-                    raise ValueError(
-                        f"{variable}: a value is .env.example's {PLACEHOLDER_PREFIX!r} "
-                        "placeholder; set a random one"
-                    )
-                if len(value) < MIN_SECRET_CHARS:
-                    raise ValueError(
-                        f"{variable}: a key is shorter than {MIN_SECRET_CHARS} characters"
-                    )
-        for variable, name in [
-            ("SERVING_API_KEY_SHA256", "api_key_sha256"),
-            ("SERVING_ADMIN_API_KEY_SHA256", "admin_api_key_sha256"),
-        ]:
-            digests = [d.lower() for d in getattr(self, name)]
-            if not all(SHA256_HEX.fullmatch(d) for d in digests):
-                raise ValueError(f"{variable}: a digest is not 64 hexadecimal characters")
-            setattr(self, name, digests)  # as hexdigest() writes them, for the comparison
+        refuse_weak_secrets(plain)
+        self.api_key_sha256 = checked_digests("SERVING_API_KEY_SHA256", self.api_key_sha256)
+        self.admin_api_key_sha256 = checked_digests(
+            "SERVING_ADMIN_API_KEY_SHA256", self.admin_api_key_sha256
+        )
 
     @property
     def effective_job_queue(self) -> str:
@@ -283,17 +258,7 @@ class Settings(BaseSettings):
         return self._with_credentials(self.cache_url or self.redis_url)
 
     def _with_credentials(self, url: str) -> str:
-        parts = urlsplit(url)
-        if (
-            self.redis_password is None
-            or parts.username
-            or parts.password
-            or parts.scheme not in {"redis", "rediss", "unix"}  # Redis's credentials only
-        ):
-            return url  # credentials written in the URL win
-        user = quote(self.redis_username or "", safe="")
-        password = quote(self.redis_password.get_secret_value(), safe="")
-        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.netloc}"))
+        return with_credentials(url, self.redis_username, self.redis_password)
 
 
 @lru_cache

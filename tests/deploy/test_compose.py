@@ -361,7 +361,7 @@ def test_services_share_the_serving_settings(services: dict[str, Any]) -> None:
         for key in env:
             # A misspelt SERVING_* variable would be ignored silently by the settings.
             assert key.startswith("SERVING_") and key[8:].lower() in fields, (name, key)
-        # The settings add it to every Redis URL (common/settings.py, _with_credentials).
+        # The settings add it to every Redis URL (common/redis_urls.py, with_credentials).
         assert env["SERVING_REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?"), name
     assert "SERVING_API_KEYS" in environment(services["api"])
     assert "SERVING_API_KEYS" not in environment(services["worker"])
