@@ -73,8 +73,10 @@ class Topology:
     def of(cls, options: argparse.Namespace) -> Topology:
         return cls(getattr(options, "worker_pool", "prefork"), getattr(options, "api_workers", 1))
 
-    def args(self) -> tuple[str, int]:
-        return self.worker_pool, self.api_workers
+    @property
+    def pool_processes(self) -> int:
+        """Processes that each load the model: a pool of threads shares one."""
+        return 1 if self.worker_pool == "threads" else POOL_PROCESSES
 
     def describe(self) -> dict[str, str]:
         return {
@@ -158,13 +160,11 @@ def publish_demo_models(env: dict[str, str]) -> None:
         raise RuntimeError(f"modelctl train-demo failed:\n{done.stdout}{done.stderr}")
 
 
-def service_args(
-    name: str, port: int | None, worker_pool: str = "prefork", api_workers: int = 1
-) -> list[str]:
+def service_args(name: str, port: int | None, topology: Topology = Topology()) -> list[str]:
     """The command line of one service (port: that of an HTTP service)."""
     commands = {
-        "worker": ["-m", "worker", *worker_args(worker_pool)],
-        "api": ["-m", "api", "--port", str(port), "--workers", str(api_workers)],
+        "worker": ["-m", "worker", *worker_args(topology.worker_pool)],
+        "api": ["-m", "api", "--port", str(port), "--workers", str(topology.api_workers)],
         "bare": ["-m", "bench.bare_app", "--port", str(port)],
         "naive-worker": ["-m", "bench.naive_worker"],
         "naive-api": ["-m", "bench.naive_app", "--port", str(port)],
@@ -192,7 +192,7 @@ def start_python_services(
         group.start(
             ManagedProcess(
                 name,
-                service_args(name, ports.get(name), *(topology or Topology()).args()),
+                service_args(name, ports.get(name), topology or Topology()),
                 tmp / f"{name}.log",
                 env=naive_env if name.startswith("naive") else env,
                 cwd=ROOT,

@@ -99,8 +99,7 @@ def warm_pool(
 ) -> None:
     """Send rounds of concurrent requests until every pool process has predicted once:
     each loads the model on its first task, and importing XGBoost there takes seconds of
-    CPU. `who` names the processes that have predicted, given a round's answers; a pool
-    of threads is one process (`processes` 1)."""
+    CPU. `who` names the processes that have predicted, given a round's answers."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     seen: set[str] = set()
     with ThreadPoolExecutor(2 * POOL_PROCESSES) as pool:

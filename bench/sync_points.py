@@ -14,9 +14,9 @@ from bench.loadgen import BodyTemplate, LoadPlan, LoadResult
 from bench.procs import measure_cpu
 from bench.stack import (
     PERTURBED_FEATURE,
-    POOL_PROCESSES,
     RunContext,
     Servers,
+    Topology,
     batch_totals,
     call_json,
     check_api_cache,
@@ -187,8 +187,8 @@ def warm_up(context: RunContext, templates: Templates) -> int:
     if "api" in targets or "naive" in targets:
         print("  warming the worker pools (each process loads the model on its first task)")
     if "api" in targets:
-        threads = getattr(context.options, "worker_pool", "prefork") == "threads"
-    warm_stack(context.servers, templates["predict", 1][0], ids, 1 if threads else POOL_PROCESSES)
+        processes = Topology.of(context.options).pool_processes
+        warm_stack(context.servers, templates["predict", 1][0], ids, processes)
     if "naive" in targets:
         warm_naive(context.servers, templates["predict", 1][0])
     return next(ids)

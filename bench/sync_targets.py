@@ -25,11 +25,11 @@ def _at(points: list[Point], scenario: str, concurrency: int) -> Point | None:
     return next(found, None)
 
 
-def _ratio(name: str, point: Point | None, base: Point | None, goal: float, what: str) -> Verdict:
+def _ratio(name: str, point: Point | None, base: Point | None, goal: float) -> Verdict:
     if point is None or base is None or not base.rps:
         return Verdict(name, "not measured", None)
     value = point.rps / base.rps
-    figure = f"{value:.2f}x ({point.rps:,.0f} vs {base.rps:,.0f} {what})"
+    figure = f"{value:.2f}x ({point.rps:,.0f} vs {base.rps:,.0f} req/s)"
     return Verdict(name, figure, value >= goal)
 
 
@@ -38,18 +38,12 @@ def judge(points: list[Point]) -> list[Verdict]:
         return _at(points, scenario, concurrency)
 
     return [
-        _ratio("misses, c=64: >= 0.9x bare", at(MISS, 64), at(BARE, 64), 0.9, "req/s"),
-        _ratio(
-            "misses, c=64: >= MLServer-batching's req/s",
-            at(MISS, 64),
-            at(MLSERVER, 64),
-            1.0,
-            "req/s",
-        ),
+        _ratio("misses, c=64: >= 0.9x bare", at(MISS, 64), at(BARE, 64), 0.9),
+        _ratio("misses, c=64: >= MLServer-batching's req/s", at(MISS, 64), at(MLSERVER, 64), 1.0),
         _p50_vs_naive(at(MISS, 1), at(NAIVE, 1)),
         _big_rows(points),
-        _ratio("hits, c=1: >= 0.9x bare", at(HIT, 1), at(BARE, 1), 0.9, "req/s"),
-        _ratio("hits, c=64: >= 1.1x bare", at(HIT, 64), at(BARE, 64), 1.1, "req/s"),
+        _ratio("hits, c=1: >= 0.9x bare", at(HIT, 1), at(BARE, 1), 0.9),
+        _ratio("hits, c=64: >= 1.1x bare", at(HIT, 64), at(BARE, 64), 1.1),
         _p99(at(MISS, 64)),
     ]
 
@@ -68,13 +62,15 @@ def _big_rows(points: list[Point]) -> Verdict:
     pairs = [
         (p, b)
         for p in points
-        if p.scenario == STACK_BIG and (b := _at(points, BARE_BIG, p.concurrency)) is not None
+        if p.scenario == STACK_BIG
+        and (b := _at(points, BARE_BIG, p.concurrency)) is not None
+        and b.rows_per_s
     ]
     name = "1,000-row requests: >= 0.5x bare's rows/s"
     if not pairs:
         return Verdict(name, "not measured", None)
-    best, bare = max(pairs, key=lambda pair: pair[0].rows_per_s / max(pair[1].rows_per_s, 1e-9))
-    value = best.rows_per_s / bare.rows_per_s if bare.rows_per_s else 0.0
+    best, bare = max(pairs, key=lambda pair: pair[0].rows_per_s / pair[1].rows_per_s)
+    value = best.rows_per_s / bare.rows_per_s
     figure = (
         f"{value:.2f}x ({best.rows_per_s:,.0f} vs {bare.rows_per_s:,.0f} rows/s "
         f"at c={best.concurrency})"

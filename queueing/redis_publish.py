@@ -43,7 +43,7 @@ class RedisTaskPublisher:
     def handles(outgoing: Outgoing) -> bool:
         return SUPPORTED_OPTIONS.issuperset(outgoing.options)
 
-    def envelope(self, outgoing: Outgoing, sent_at: float | None = None) -> bytes:
+    def envelope(self, outgoing: Outgoing) -> bytes:
         """The JSON that kombu's Redis transport would LPUSH for this task."""
         options = outgoing.options
         task_id = options.get("task_id") or str(uuid.uuid4())
@@ -58,7 +58,7 @@ class RedisTaskPublisher:
         )
         content_type, content_encoding, body = serialize(message.body, serializer="json")  # type: ignore[no-untyped-call]
         raw = body.encode(content_encoding) if isinstance(body, str) else body
-        headers = {**message.headers, "sent_at": time.time() if sent_at is None else sent_at}
+        headers = {**message.headers, "sent_at": time.time()}
         properties = {
             **message.properties,
             "delivery_mode": 2,  # persistent, as kombu's default exchange makes it

@@ -14,7 +14,7 @@ def test_the_defaults_are_prefork_and_one_api_process() -> None:
     topology = Topology.of(parse_args([], None))
 
     assert topology == Topology("prefork", 1)
-    assert service_args("worker", None, *topology.args())[1:] == [
+    assert service_args("worker", None, topology)[1:] == [
         "-m", "worker", "--concurrency", "2", "--pool", "prefork",
     ]  # fmt: skip
 
@@ -22,8 +22,8 @@ def test_the_defaults_are_prefork_and_one_api_process() -> None:
 def test_threads_and_two_api_processes_reach_the_command_lines() -> None:
     topology = Topology.of(parse_args(["--worker-pool", "threads", "--api-workers", "2"], None))
 
-    assert service_args("worker", None, *topology.args())[-2:] == ["--pool", "threads"]
-    assert service_args("api", 8123, *topology.args()) == [
+    assert service_args("worker", None, topology)[-2:] == ["--pool", "threads"]
+    assert service_args("api", 8123, topology) == [
         sys.executable, "-m", "api", "--port", "8123", "--workers", "2",
     ]  # fmt: skip
     assert topology.describe() == {
