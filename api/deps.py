@@ -95,7 +95,8 @@ class Caller:
 
 
 def key_of(request: Request) -> str | None:
-    """The key a request carries, wherever it carries it (routes that need no key)."""
+    """The key a request carries, wherever it carries it, in require_key's order: the
+    header, the bearer token, the query (routes that need no key, and fast paths)."""
     bearer = request.headers.get("authorization", "")
     scheme, _, credentials = bearer.partition(" ")
     return (
@@ -112,12 +113,18 @@ async def require_key(
     query_key: Annotated[str | None, Security(_query)],
 ) -> Caller:
     key = header_key or (bearer.credentials if bearer else None) or query_key
-    role = role_for_key(services.settings, key)
-    if role is None or key is None:
+    caller = caller_for(services.settings, key)
+    if caller is None:
         raise NotAuthenticated(
             "a valid API key is required (X-API-Key header, or Authorization: Bearer)"
         )
-    return Caller(role, owner_of(key))
+    return caller
+
+
+def caller_for(settings: Settings, key: str | None) -> Caller | None:
+    """Who holds `key`, or None for no key or an unknown one."""
+    role = role_for_key(settings, key)
+    return None if role is None or key is None else Caller(role, owner_of(key))
 
 
 async def require_admin(caller: Annotated[Caller, Depends(require_key)]) -> Caller:

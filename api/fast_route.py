@@ -1,0 +1,53 @@
+"""Routes with a fast path: FastAPI documents them, and solves their parameters only for
+the requests the fast path declines.
+
+FastAPI solves every declared parameter and dependency on every request (the key's
+three security schemes, the services, each header and path parameter). On `POST
+/predict` at c=64 that was 13% of the API's samples, more than the route's own code. An
+endpoint marked with `fast_path(...)` gets a plain function of the request instead, which
+accepts the well-formed request (a valid key, every parameter within its declared
+constraint) and answers it. Anything else it declines by returning None, and FastAPI's
+own handler answers: its errors are FastAPI's, by construction, as the input
+validator's fast path leaves every refusal to pydantic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+FastPath = Callable[[Request], Awaitable[Response | None]]
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+_ATTRIBUTE = "__serving_fast_path__"
+
+
+def fast_path(path: FastPath) -> Callable[[Endpoint], Endpoint]:
+    """Mark an endpoint (before the router's decorator): `path(request)` answers the
+    requests it accepts; it returns None, having read nothing, for the others."""
+
+    def mark(endpoint: Endpoint) -> Endpoint:
+        setattr(endpoint, _ATTRIBUTE, path)
+        return endpoint
+
+    return mark
+
+
+class FastPathRoute(APIRoute):
+    """An APIRoute whose endpoint may carry a fast path (`fast_path`); without one it is
+    an APIRoute like any other. Its OpenAPI operation comes from the endpoint's
+    signature either way."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        standard = super().get_route_handler()
+        path: FastPath | None = getattr(self.endpoint, _ATTRIBUTE, None)
+        if path is None:
+            return standard
+
+        async def handler(request: Request) -> Response:
+            response = await path(request)
+            return response if response is not None else await standard(request)
+
+        return handler
