@@ -122,7 +122,7 @@ def test_two_quick_sigterms_stop_everything_it_started(launched: Launched) -> No
     for name, port in ports.items():
         if name != "worker metrics":  # bound by the worker a little after it starts
             assert tcp_open("127.0.0.1", port), f"{name} is not listening"
-    # redis, worker (main and 2 pool processes), api (uvicorn and its worker), flower
+    # redis, worker (main and 2 pool processes), api (uvicorn and its 2 workers), flower
     assert len(processes) >= 6, processes
 
     started = time.monotonic()
