@@ -13,15 +13,21 @@ validator's fast path leaves every refusal to pydantic.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from api.deps import Caller, Services, caller_for, key_of
+from common.registry import MODEL_TYPE_PATTERN, VERSION_PATTERN
+
 FastPath = Callable[[Request], Awaitable[Response | None]]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 _ATTRIBUTE = "__serving_fast_path__"
+MODEL_TYPE = re.compile(MODEL_TYPE_PATTERN)
+VERSION = re.compile(VERSION_PATTERN)
 
 
 def fast_path(path: FastPath) -> Callable[[Endpoint], Endpoint]:
@@ -51,3 +57,17 @@ class FastPathRoute(APIRoute):
             return response if response is not None else await standard(request)
 
         return handler
+
+
+def fast_caller(request: Request, **patterns: re.Pattern[str]) -> tuple[Services, Caller] | None:
+    """The services and the caller, if the request holds a valid key (as require_key
+    reads it) and each named path parameter present fully matches its declared pattern
+    (so pydantic's check would pass too); None leaves the request to FastAPI."""
+    services: Services = request.app.state.services
+    caller = caller_for(services.settings, key_of(request))
+    params = request.path_params
+    for name, pattern in patterns.items():
+        value = params.get(name)
+        if value is not None and not pattern.fullmatch(value):
+            return None
+    return None if caller is None else (services, caller)

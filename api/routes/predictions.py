@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 
 from api.bodies import predict_request
-from api.deps import (
-    Caller,
-    ModelTypePath,
-    ReaderDep,
-    Services,
-    ServicesDep,
-    VersionPath,
-    caller_for,
-    key_of,
-)
+from api.deps import Caller, ModelTypePath, ReaderDep, ServicesDep, VersionPath
 from api.examples import EXAMPLE_ROW
-from api.fast_route import FastPathRoute, fast_path
+from api.fast_route import MODEL_TYPE, VERSION, FastPathRoute, fast_caller, fast_path
 from api.responses import errors, read_json_body
 from api.routes import jobs
 from common.errors import PredictionDeferred
 from common.jobs import JobStatus
-from common.registry import MODEL_TYPE_PATTERN, VERSION_PATTERN
 from common.schemas import PredictResponse
 from common.services.job_limits import IDEMPOTENCY_KEY_MAX_CHARS
 
@@ -107,27 +96,26 @@ async def _predict(
     return Response(outcome.to_json(), media_type="application/json")
 
 
-_MODEL_TYPE = re.compile(MODEL_TYPE_PATTERN)
-_VERSION = re.compile(VERSION_PATTERN)
-
-
 async def _fast(request: Request) -> Response | None:
     """The three routes without FastAPI's per-request solving (api/fast_route.py): a
     valid key, and path parameters and an Idempotency-Key within the declared
     constraints. Anything else goes to FastAPI, which names what is wrong."""
-    services: Services = request.app.state.services
-    caller = caller_for(services.settings, key_of(request))
-    params = request.path_params
-    model_type, version = params.get("model_type"), params.get("version")
+    accepted = fast_caller(request, model_type=MODEL_TYPE, version=VERSION)
     idempotency_key = request.headers.get("idempotency-key")
-    if (
-        caller is None
-        or (model_type is not None and not _MODEL_TYPE.fullmatch(model_type))
-        or (version is not None and not _VERSION.fullmatch(version))
-        or (idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_CHARS)
+    if accepted is None or (
+        idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_CHARS
     ):
         return None
-    return await _predict(request, services, caller, model_type, version, idempotency_key)
+    services, caller = accepted
+    params = request.path_params
+    return await _predict(
+        request,
+        services,
+        caller,
+        params.get("model_type"),
+        params.get("version"),
+        idempotency_key,
+    )
 
 
 @router.post("/predict", summary="Predict with the active model", **ROUTE)

@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Path, Request, Response
 
 from api.deps import ModelTypePath, ReaderDep, ServicesDep
+from api.fast_route import MODEL_TYPE, VERSION, FastPathRoute, fast_caller, fast_path
 from api.responses import SMALL_BODY_BYTES, check_json_type, parse_json, read_body
 from api.routes.health import backend_status
 from common.errors import InvalidInput, MalformedBody, PredictionDeferred, PredictionTimeout
@@ -26,7 +27,7 @@ from common.services.models import OFF_LOOP_BYTES
 from common.services.requests import PredictRequest
 
 PREFIX = "/v2"
-router = APIRouter(prefix=PREFIX, tags=["open inference protocol (v2)"])
+router = APIRouter(prefix=PREFIX, tags=["open inference protocol (v2)"], route_class=FastPathRoute)
 VersionPath = Annotated[str, Path(pattern=VERSION_PATTERN, examples=["1"])]
 
 
@@ -217,6 +218,16 @@ async def _infer(
     )
 
 
+async def _fast_infer(request: Request) -> Response | None:
+    """Both infer routes without FastAPI's per-request solving (api/fast_route.py)."""
+    accepted = fast_caller(request, model_name=MODEL_TYPE, model_version=VERSION)
+    if accepted is None:
+        return None
+    params = request.path_params
+    name, version = params["model_name"], params.get("model_version")
+    return await _infer(request, *accepted, name, version)
+
+
 @router.post(
     "/models/{model_name}/infer",
     summary="Infer with a type's active version",
@@ -224,6 +235,7 @@ async def _infer(
     openapi_extra=INFER_BODY,
     responses=INFER_RESPONSES,
 )
+@fast_path(_fast_infer)
 async def infer(
     request: Request, services: ServicesDep, caller: ReaderDep, model_name: ModelTypePath
 ) -> Response:
@@ -237,6 +249,7 @@ async def infer(
     openapi_extra=INFER_BODY,
     responses=INFER_RESPONSES,
 )
+@fast_path(_fast_infer)
 async def infer_version(
     request: Request,
     services: ServicesDep,

@@ -12,7 +12,7 @@ import pytest
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 
 from api.fast_route import FastPathRoute, fast_path
-from api.routes import predictions
+from api.routes import predictions, v2
 from common.services.job_limits import IDEMPOTENCY_KEY_MAX_CHARS
 from common.settings import Settings
 
@@ -146,3 +146,18 @@ def test_predicts_fast_path_declines_what_fastapi_refuses(
 ) -> None:
     request = predict_request("/predict", params, headers)
     assert asyncio.run(predictions._fast(request)) is None
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [
+        ({"model_name": "xgboost"}, {"Authorization": "Bearer not-the-key"}),
+        ({"model_name": "x/y"}, {"Authorization": f"Bearer {READER}"}),
+        ({"model_name": "xgboost", "model_version": "-1"}, {"X-API-Key": READER}),
+    ],
+)
+def test_inferences_fast_path_declines_what_fastapi_refuses(
+    params: dict[str, str], headers: dict[str, str]
+) -> None:
+    request = predict_request("/v2/models/x/infer", params, headers)
+    assert asyncio.run(v2._fast_infer(request)) is None
