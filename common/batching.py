@@ -26,7 +26,9 @@ class Request:
     rows: list[list[Any]]
     received_at: float
     future: asyncio.Future[dict[str, Any]]
-    rows_json: bytes = b""  # orjson.dumps(rows), when the caller has it already
+    # The rows as the task carries them (PredictDispatcher.encode_rows), when the caller
+    # has them already: packed float64 values, or JSON text.
+    encoded: bytes = b""
     owner: str = ""  # the tenant whose request this is: its log row is theirs
 
 
@@ -49,7 +51,7 @@ class MicroBatcher:
         request_id: str,
         rows: list[list[Any]],
         received_at: float,
-        rows_json: bytes = b"",
+        encoded: bytes = b"",
         owner: str = "",
     ) -> dict[str, Any]:
         key = (meta.model_type, meta.version, meta.sha256)
@@ -57,7 +59,7 @@ class MicroBatcher:
         if lane is None:
             lane = self._lanes[key] = _Lane(self, meta)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        lane.add(Request(request_id, rows, received_at, future, rows_json, owner))
+        lane.add(Request(request_id, rows, received_at, future, encoded, owner))
         return await future
 
 

@@ -38,7 +38,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": broker_url(settings),
         "task_serializer": "json",
         "result_serializer": "json",
-        "accept_content": ["json"],
+        # msgpack: predictions of float features carry their rows packed, as raw bytes
+        # (queueing.packed_rows); everything else is JSON.
+        "accept_content": ["json", "msgpack"],
         "result_accept_content": ["json"],
         "task_default_queue": settings.task_queue,
         # Acknowledged after it ran, reserved one at a time: a crashed worker's task goes

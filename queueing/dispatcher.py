@@ -32,6 +32,7 @@ from queueing.messages import (
     Segment,
     ShadowPredict,
 )
+from queueing.packed_rows import PackedRows, pack, packable
 from queueing.redis_publish import RedisTaskPublisher
 from queueing.results import TaskResult, keep_key, result_key
 
@@ -42,7 +43,7 @@ class BatchRequest(Protocol):
     request_id: str
     rows: list[list[Any]]
     received_at: float
-    rows_json: bytes
+    encoded: bytes  # encode_rows(meta, rows), or empty
     owner: str
 
 
@@ -54,15 +55,29 @@ def create_producer(settings: Settings) -> Celery:
     return app
 
 
+def encode_rows(meta: Any, rows: list[list[Any]]) -> bytes:
+    """A request's rows as its task will carry them: packed float64 values for a model of
+    float features (queueing.packed_rows), JSON text otherwise. The cache keys its
+    entries by these bytes too, so they are made once."""
+    return pack(rows) if packable(meta) else orjson.dumps(rows)
+
+
 def rows_text(requests: Iterable[BatchRequest]) -> str:
     """The batch's rows as one JSON text, joined from each request's own encoding."""
-    parts = [(r.rows_json or orjson.dumps(r.rows))[1:-1] for r in requests]
+    parts = [(r.encoded or orjson.dumps(r.rows))[1:-1] for r in requests]
     return (b"[" + b",".join(part for part in parts if part) + b"]").decode()
+
+
+def packed_rows(meta: Any, requests: Iterable[BatchRequest]) -> PackedRows:
+    """The batch's rows packed, joined from each request's own packing."""
+    data = b"".join(r.encoded or pack(r.rows) for r in requests)
+    return PackedRows(data, len(meta.features))
 
 
 def predict_batch_message(meta: Any, requests: Sequence[BatchRequest]) -> PredictBatch:
     segments = tuple(Segment(r.request_id, len(r.rows), r.received_at, r.owner) for r in requests)
-    return PredictBatch(Artifact.of(meta), rows_text(requests), segments)
+    rows = packed_rows(meta, requests) if packable(meta) else rows_text(requests)
+    return PredictBatch(Artifact.of(meta), rows, segments)
 
 
 class TaskPublisher:
@@ -74,6 +89,8 @@ class TaskPublisher:
 
     def predict(self, message: PredictBatch, task_id: str) -> Outgoing:
         options = {"task_id": task_id, "argsrepr": message.summary()}
+        if message.serializer != "json":
+            options["serializer"] = message.serializer
         return Outgoing(message.NAME, message.args(), self.settings.task_queue, options)
 
     def chunk(self, message: JobChunk) -> Outgoing:
@@ -141,6 +158,9 @@ class CeleryDispatcher:
             await asyncio.to_thread(publish_all)
         except OperationalError as exc:
             raise BackendUnavailable(f"the task queue (broker) is unavailable: {exc}") from None
+
+    def encode_rows(self, meta: Any, rows: list[list[Any]]) -> bytes:
+        return encode_rows(meta, rows)
 
     async def predict_batch(self, meta: Any, requests: Sequence[BatchRequest]) -> dict[str, Any]:
         task_id = self.listener.new_task_id()

@@ -29,9 +29,13 @@ from common.errors import BackendUnavailable
 from queueing.messages import Outgoing
 
 # Celery's options an Outgoing may carry; anything else goes through kombu's publish.
-SUPPORTED_OPTIONS = frozenset({"task_id", "argsrepr", "ignore_result"})
+SUPPORTED_OPTIONS = frozenset({"task_id", "argsrepr", "ignore_result", "serializer"})
 # kombu's retry policy for a publish (queueing.config: two retries, 0.1 s then 0.3 s).
 RETRY_DELAYS = (0.1, 0.3)
+# Stands in for the body while kombu's JSON writes the envelope. Base64 needs no JSON
+# escaping, so putting the body in its place gives kombu's bytes, without its encoder
+# scanning the body (3 ms of a 1,000-row request's 730 KB of base64, against 0.1 ms).
+_BODY = '"<body>"'
 
 
 class RedisTaskPublisher:
@@ -56,7 +60,8 @@ class RedisTaskPublisher:
             ignore_result=options.get("ignore_result"),  # None unless set, as send_task
             argsrepr=options.get("argsrepr"),
         )
-        content_type, content_encoding, body = serialize(message.body, serializer="json")  # type: ignore[no-untyped-call]
+        serializer = options.get("serializer") or self.app.conf.task_serializer
+        content_type, content_encoding, body = serialize(message.body, serializer=serializer)  # type: ignore[no-untyped-call]
         raw = body.encode(content_encoding) if isinstance(body, str) else body
         headers = {**message.headers, "sent_at": time.time()}
         properties = {
@@ -68,7 +73,7 @@ class RedisTaskPublisher:
             "delivery_tag": str(uuid.uuid4()),
         }
         envelope = {
-            "body": base64.b64encode(raw).decode(),
+            "body": _BODY[1:-1],  # the first key: the first occurrence is the body's
             "content-encoding": content_encoding,
             "content-type": content_type,
             "headers": headers,
@@ -76,7 +81,8 @@ class RedisTaskPublisher:
         }
         # kombu's own JSON for the envelope, as its transport writes it: byte for byte
         # (the /metrics script finds `"sent_at": ` in it).
-        return str(kombu_json.dumps(envelope)).encode()  # type: ignore[no-untyped-call]
+        text = str(kombu_json.dumps(envelope))  # type: ignore[no-untyped-call]
+        return text.replace(_BODY, f'"{base64.b64encode(raw).decode()}"', 1).encode()
 
     async def publish(self, *outgoing: Outgoing) -> None:
         """LPUSH each task on its queue (kombu's key for priority 0 is the queue's name),

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 
 class PredictDispatcher(Protocol):
+    def encode_rows(self, meta: ModelMetadata, rows: list[list[Any]]) -> bytes:
+        """The rows as a task carries them: the batcher joins these, the cache keys by them."""
+
     async def predict_batch(self, meta: ModelMetadata, requests: list[Request]) -> dict[str, Any]:
         """Run one batch of requests for one model version; the rows' results."""
 
@@ -118,7 +121,7 @@ class PredictionService:
         request_id = request_id_var.get() or new_id()
         labels = (meta.model_type, meta.version)
         # Encoded once: for the cache key, and as the rows the task carries.
-        encoded = orjson.dumps(rows)
+        encoded = self.dispatcher.encode_rows(meta, rows)
         scope = request.owner if self.settings.cache_scope == "key" else None
         key = prediction_key(self.settings.cache_prefix, meta, encoded, scope)
         cached = await self._cache_get(key)
@@ -145,7 +148,7 @@ class PredictionService:
         metrics.PREDICTIONS.labels(*labels, "ok").inc()
         metrics.PREDICTION_ROWS.labels(*labels).inc(len(rows))
         if (shadow := await self.models.shadow_of(meta)) is not None:
-            self._shadow(shadow, request_id, request.owner, encoded, len(rows))
+            self._shadow(shadow, request_id, request.owner, orjson.dumps(rows), len(rows))
         return Outcome(request_id, meta, result, cached=cached is not None)
 
     def _shadow(

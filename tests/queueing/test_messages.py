@@ -1,8 +1,10 @@
-"""The typed task messages: built and parsed in one place, the rows as one JSON text."""
+"""The typed task messages: built and parsed in one place; a batch's rows as one JSON
+text, or packed (tests/queueing/test_packed_rows.py)."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -29,6 +31,10 @@ def request(rows: list[list[Any]], encoded: bool = True) -> Request:
     future: asyncio.Future[dict[str, Any]] = asyncio.Future(loop=asyncio.new_event_loop())
     future.get_loop().close()
     return Request("r", rows, 0.0, future, orjson.dumps(rows) if encoded else b"")
+
+
+def feature(type_: str) -> SimpleNamespace:
+    return SimpleNamespace(type=type_)
 
 
 @pytest.mark.parametrize(
@@ -60,11 +66,13 @@ def test_rows_from_an_earlier_api_pass_through() -> None:
 
 class Meta:
     model_type, version, sha256 = "xgboost", "3", "f" * 64
+    features = [feature("float"), feature("int")]  # an int feature: rows go as JSON text
 
 
 def test_a_predict_message_survives_its_wire_layout() -> None:
     requests = [request([[1.0, 2.0]]), request([[3.0, 4.0], [5.0, 6.0]])]
     message = predict_batch_message(Meta(), requests)
+    assert message.serializer == "json" and isinstance(message.rows_data, str)
 
     parsed = PredictBatch.from_args(*message.args())
 

@@ -1,0 +1,77 @@
+"""Rows of float features on the wire as a typed array: float64, little-endian, row after
+row, with its dtype and shape beside it.
+
+A 1,000-row request of 30 floats is 240 KB this way against 547 KB of JSON text, and it
+travels as msgpack's raw bytes (the predict task's body), so nothing along the way
+scans it: not kombu's base64, not the JSON of its Redis envelope, not the copy kept for
+redelivery, not the pipe to the pool process. The pool process reads the values with a
+memcpy instead of parsing text. A model with an int or bool feature keeps the JSON text,
+which keeps each value's type for the log.
+
+No NumPy: the API's image has none (`array` and `struct` do the work).
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any, Protocol, Self
+
+DTYPE = "<f8"
+ITEM_BYTES = 8
+
+
+class HasFeatures(Protocol):
+    @property
+    def features(self) -> Any: ...
+
+
+def packable(meta: HasFeatures) -> bool:
+    """Whether a version's rows travel packed: every feature is a float."""
+    return all(feature.type == "float" for feature in meta.features)
+
+
+def pack(rows: list[list[Any]]) -> bytes:
+    """Validated rows (every value a finite float, or an int or bool the float feature
+    took) as float64 values; exact, as JSON's shortest repr is."""
+    n_values = sum(map(len, rows))
+    return struct.pack(f"<{n_values}d", *chain.from_iterable(rows))
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    data: bytes
+    n_features: int
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.data) // (ITEM_BYTES * self.n_features) if self.n_features else 0
+
+    def wire(self) -> dict[str, Any]:
+        return {"dtype": DTYPE, "shape": [self.n_rows, self.n_features], "data": self.data}
+
+    @classmethod
+    def from_wire(cls, value: dict[str, Any]) -> Self:
+        """Checked against its own dtype and shape: a message that disagrees is refused
+        (ValueError) rather than read as other rows."""
+        dtype, shape, data = value.get("dtype"), value.get("shape"), value.get("data")
+        if dtype != DTYPE:
+            raise ValueError(f"packed rows of dtype {dtype!r}; only {DTYPE!r} is read")
+        if not isinstance(data, bytes) or not isinstance(shape, list) or len(shape) != 2:
+            raise ValueError("packed rows need bytes and a shape of [rows, features]")
+        n_rows, n_features = (int(n) for n in shape)
+        if n_rows < 0 or n_features < 1 or n_rows * n_features * ITEM_BYTES != len(data):
+            raise ValueError(f"packed rows of shape {shape} cannot hold {len(data)} bytes")
+        return cls(data, n_features)
+
+    def rows(self) -> list[list[float]]:
+        values = array("d")
+        values.frombytes(self.data)
+        if sys.byteorder == "big":
+            values.byteswap()
+        width = self.n_features
+        flat = values.tolist()
+        return [flat[start : start + width] for start in range(0, len(flat), width)]
