@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import chain
+from math import hypot
 from operator import itemgetter
 from typing import Annotated, Any
 
@@ -121,26 +123,40 @@ class InputValidator:
     def _exact_rows(self, rows: list[Any]) -> list[list[Any]] | None:
         """The rows in feature order if every row is exactly right, else None.
 
-        The common case, checked with C-level list operations: exactly the features, each
-        value exactly of its feature's type (a bool is not an int here), the sum of the
-        row's magnitudes at most MAX_MAGNITUDE (so no NaN, no infinity, no value out of
-        range: NaN compares false). Everything it accepts, the pydantic model accepts
+        The common case, checked with C-level operations over many rows at once: exactly
+        the features (a dict of as many keys as the features, every feature found), each
+        value exactly of its feature's type (a bool is not an int here), the Euclidean
+        norm of all the values below MAX_MAGNITUDE (so no NaN, no infinity, no value out
+        of range: NaN compares false; the norm is at least the largest magnitude, and the
+        margin covers its rounding). Everything it accepts, the pydantic model accepts
         with the same values; anything else goes to pydantic, which also names the
         problem. A third of the API's time on 1,000-row requests went to pydantic."""
-        keys, types, get_values = self._keys, self._types, self._values
-        out: list[list[Any]] = []
+        get_values, size, types = self._values, len(self._keys), self._types
         for row in rows:
-            if type(row) is not dict or row.keys() != keys:
+            # with every name found below, as many keys as names means exactly the names
+            if type(row) is not dict or len(row) != size:
                 return None
-            values = get_values(row)
-            if tuple(map(type, values)) != types:
+        only = {types[0]} if types.count(types[0]) == len(types) else None
+        limit = MAX_MAGNITUDE * 0.999  # hypot is within an ulp or two of the exact norm
+        out: list[list[Any]] = []
+        step = 1000  # rows at a time: bounds the flat copies and each C call's hold on the GIL
+        for start in range(0, len(rows), step):
+            try:
+                values = list(map(get_values, rows[start : start + step]))
+            except KeyError:  # a feature missing (so another key in its place)
+                return None
+            flat = values[0] if len(values) == 1 else list(chain.from_iterable(values))
+            if only is not None:  # one type for every feature (all float, the usual)
+                if not only.issuperset(map(type, flat)):
+                    return None
+            elif tuple(map(type, flat)) != types * len(values):
                 return None
             try:
-                if not sum(map(abs, values)) <= MAX_MAGNITUDE:
+                if not hypot(*flat) <= limit:
                     return None
             except OverflowError:  # an int too large for a float: pydantic decides
                 return None
-            out.append(list(values))
+            out += map(list, values)
         return out
 
 

@@ -80,10 +80,16 @@ class Outcome:
 
 def render_predictions(meta: ModelMetadata, result: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per row: its label and its probability of each class."""
-    classes = [str(c) for c in meta.classes]
+    classes = list(map(str, meta.classes))
+    rows = zip(result["labels"], result["probabilities"], strict=True)
+    if len(classes) == 2:  # binary, the usual: a dict display, no zip per row
+        first, second = classes  # a row of another length fails to unpack: ValueError
+        return [
+            {"label": label, "probabilities": {first: p0, second: p1}} for label, (p0, p1) in rows
+        ]
     return [
         {"label": label, "probabilities": dict(zip(classes, probs, strict=True))}
-        for label, probs in zip(result["labels"], result["probabilities"], strict=True)
+        for label, probs in rows
     ]
 
 

@@ -309,3 +309,112 @@ def test_single_feature_models_use_the_fast_path() -> None:
     validator = InputValidator(meta, max_rows=10)
     assert validator._exact_rows([{"x": 1.5}, {"x": -2.0}]) == [[1.5], [-2.0]]
     assert validator.validate([{"x": 1.5}]) == [[1.5]]
+
+
+def _metadata(features: list[dict[str, Any]]) -> ModelMetadata:
+    return ModelMetadata.model_validate(
+        {
+            "model_type": "pinned",
+            "version": "1",
+            "framework": "xgboost",
+            "artifact_format": "xgboost-ubj",
+            "sha256": "a" * 64,
+            "features": features,
+            "classes": ["a", "b"],
+            "created_at": datetime(2025, 1, 1, tzinfo=UTC),
+        }
+    )
+
+
+class _Float(float):
+    pass
+
+
+# (feature types, a good row's values): a mixed model and an all-float one
+PINNED_MODELS = {
+    "mixed": (["float", "int", "bool", "float"], [12.5, 40, False, -0.25]),
+    "floats": (["float"] * 30, [i / 7 - 2.0 for i in range(30)]),
+}
+BIG = 3.4028234663852886e38  # MAX_MAGNITUDE: pydantic accepts it
+
+
+def _pinned_cases(types: list[str], good: list[Any]) -> dict[str, list[Any]]:
+    names = [f"feature {i}" for i in range(len(types))]
+
+    def one(**changes: Any) -> dict[str, Any]:
+        values = dict(zip(names, good, strict=True))
+        for index, value in changes.items():
+            values[names[int(index[1:])]] = value
+        return values
+
+    last = len(types) - 1
+    int_at = types.index("int") if "int" in types else None
+    missing = one()
+    del missing[names[1]]
+    swapped = one()  # as many keys as the features, one of them unknown
+    del swapped[names[1]]
+    swapped["colour"] = 1.0
+    extra = {**one(), "colour": 1.0}
+    cases: dict[str, list[Any]] = {
+        "good": [one()],
+        "good, many": [one(), one(v0=-1.5), one(**{f"v{last}": 1e30})],
+        "good, 2,500 rows": [one(v0=float(i)) for i in range(2500)],
+        "largest magnitude": [one(v0=BIG, **{f"v{last}": -BIG})],
+        "huge but valid sums": [one(v0=1e38, **{f"v{last}": 1e38})] * 40,
+        "int where a float goes": [one(v0=12)],
+        "bool where a float goes": [one(v0=True)],
+        "float subclass": [one(v0=_Float(1.5))],
+        "NaN": [one(), one(**{f"v{last}": math.nan})],
+        "inf": [one(v0=math.inf)],
+        "-inf": [one(v0=-math.inf)],
+        "1e39": [one(v0=1e39)],
+        "just beyond the largest": [one(v0=math.nextafter(BIG, math.inf))],
+        "missing key": [one(), missing],
+        "unknown key in a missing one's place": [swapped],
+        "extra key": [extra],
+        "non-dict row": [one(), list(good)],
+        "dict subclass": [type("Row", (dict,), {})(one())],
+        "bad row in the second thousand": [one()] * 1500 + [one(v0=math.nan)],
+        "string": [one(v0="1.5")],
+        "None": [one(v0=None)],
+    }
+    if int_at is not None:
+        cases |= {
+            "bool where an int goes": [one(**{f"v{int_at}": True})],
+            "float where an int goes": [one(**{f"v{int_at}": 40.0})],
+            "huge int": [one(**{f"v{int_at}": 10**39})],
+            "int too large for a float": [one(**{f"v{int_at}": 10**400})],
+            "int where a bool goes": [one(v2=0)],
+        }
+    return cases
+
+
+PINNED = [
+    (model, case, rows)
+    for model, (types, good) in PINNED_MODELS.items()
+    for case, rows in _pinned_cases(types, good).items()
+]
+GOOD = {"good", "good, many", "good, 2,500 rows"}
+
+
+@pytest.mark.parametrize(("model", "case", "rows"), PINNED, ids=[f"{m}: {c}" for m, c, _ in PINNED])
+def test_fast_path_returns_none_or_what_pydantic_returns(
+    model: str, case: str, rows: list[Any]
+) -> None:
+    types, _ = PINNED_MODELS[model]
+    meta = _metadata([{"name": f"feature {i}", "type": t} for i, t in enumerate(types)])
+    validator = InputValidator(meta, max_rows=10_000)
+
+    fast = validator._exact_rows(rows)
+    try:
+        expected: list[list[Any]] | None = validator._through_pydantic(rows, single=False)
+    except InvalidInput:
+        expected = None
+
+    if case in GOOD:
+        assert fast is not None
+    if fast is not None:
+        assert expected is not None, "the fast path took what pydantic refuses"
+        assert fast == expected
+        assert [list(map(type, r)) for r in fast] == [list(map(type, r)) for r in expected]
+        assert all(type(r) is list for r in fast)
