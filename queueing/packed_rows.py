@@ -68,10 +68,15 @@ class PackedRows:
         return cls(data, n_features)
 
     def rows(self) -> list[list[float]]:
-        values = array("d")
-        values.frombytes(self.data)
+        """The rows as lists, built in C by a two-dimensional view of the bytes."""
+        data = self.data
+        if not data:
+            return []
         if sys.byteorder == "big":
+            values = array("d", data)
             values.byteswap()
-        width = self.n_features
-        flat = values.tolist()
-        return [flat[start : start + width] for start in range(0, len(flat), width)]
+            data = values.tobytes()
+        shape = [self.n_rows, self.n_features]
+        # typeshed's tolist() is one-dimensional; a 2-D view gives lists of floats
+        rows: list[list[float]] = memoryview(data).cast("d", shape).tolist()  # type: ignore[assignment]
+        return rows

@@ -49,6 +49,11 @@ def test_values_come_back_exactly_and_as_floats() -> None:
     assert pack([[1.5, -2.0]]) == struct.pack("<2d", 1.5, -2.0)
 
 
+def test_no_rows_and_one_feature_keep_their_shape() -> None:
+    assert PackedRows(b"", 3).rows() == []
+    assert PackedRows(pack([[1.0], [2.5]]), 1).rows() == [[1.0], [2.5]]
+
+
 def test_a_batch_is_its_requests_rows_in_order_in_a_msgpack_body() -> None:
     m = meta("float", "float")
     requests = [request(m, [[1.0, 2.0]], "a"), request(m, [[3.0, 4.0], [5.5, 6.25]], "b")]
