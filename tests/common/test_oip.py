@@ -21,23 +21,10 @@ from common.oip.metadata import repository_index, server_metadata
 from common.oip.responses import check_outputs, render
 from common.oip.rows import rows_from
 from common.oip.tensors import parse_request
-from common.registry import Catalog, ModelMetadata, RegistryState
+from common.registry import Catalog, RegistryState
+from tests.common.metadata import make_metadata
 
-
-def meta(features: list[tuple[str, str]], classes: list[Any] | None = None) -> ModelMetadata:
-    return ModelMetadata(
-        model_type="demo",
-        version="3",
-        framework="sklearn",
-        artifact_format="skops",
-        sha256="0" * 64,
-        features=[{"name": n, "type": t} for n, t in features],
-        classes=classes or ["no", "yes"],
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-
-
-FLOATS = meta([("a", "float"), ("b", "float"), ("c", "float")])
+FLOATS = make_metadata([("a", "float"), ("b", "float"), ("c", "float")])
 
 
 def triton_body(inputs: list[InferInput], outputs: list[InferRequestedOutput] | None = None):
@@ -119,7 +106,7 @@ def test_one_tensor_per_feature_as_mlservers_pandas_codec_sends() -> None:
 
 
 def test_int_and_bool_features_take_their_datatypes() -> None:
-    mixed = meta([("age", "int"), ("smoker", "bool"), ("bmi", "float")])
+    mixed = make_metadata([("age", "int"), ("smoker", "bool"), ("bmi", "float")])
     header = {
         "inputs": [
             {"name": "age", "shape": [1], "datatype": "INT32", "data": [41]},
@@ -174,7 +161,7 @@ def test_inputs_that_do_not_fit_the_model_are_named(inputs: list[Any], problem: 
 
 
 def test_an_int_feature_refuses_a_fraction() -> None:
-    ints = meta([("n", "int")])
+    ints = make_metadata([("n", "int")])
     header = {"inputs": [{"name": "n", "shape": [1], "datatype": "FP64", "data": [2.5]}]}
     with pytest.raises(InvalidInput, match=r"2\.5 for feature 'n', which takes a whole number"):
         rows_from(ints, parse_request(header).inputs)
@@ -307,7 +294,7 @@ def test_integer_classes_are_int64_and_one_output_can_be_chosen() -> None:
         "inputs": [{"name": "X", "shape": [1], "datatype": "FP64", "data": [1]}],
         "outputs": [{"name": "predict", "parameters": {"binary_data": True}}],
     }
-    numbered = meta([("a", "float")], classes=[0, 1])
+    numbered = make_metadata([("a", "float")], classes=[0, 1])
     rendered = render(parse_request(header), numbered, {"labels": [1, 0], "probabilities": []}, {})
     result = InferResult.from_response_body(rendered.body, header_length=rendered.header_length)
     assert [o["name"] for o in result.get_response()["outputs"]] == ["predict"]

@@ -11,6 +11,7 @@ import pytest
 from common.errors import InvalidInput
 from common.registry import ModelMetadata
 from common.schemas import InputValidator
+from tests.common.metadata import make_metadata
 
 
 @pytest.fixture
@@ -311,21 +312,6 @@ def test_single_feature_models_use_the_fast_path() -> None:
     assert validator.validate([{"x": 1.5}]) == [[1.5]]
 
 
-def _metadata(features: list[dict[str, Any]]) -> ModelMetadata:
-    return ModelMetadata.model_validate(
-        {
-            "model_type": "pinned",
-            "version": "1",
-            "framework": "xgboost",
-            "artifact_format": "xgboost-ubj",
-            "sha256": "a" * 64,
-            "features": features,
-            "classes": ["a", "b"],
-            "created_at": datetime(2025, 1, 1, tzinfo=UTC),
-        }
-    )
-
-
 class _Float(float):
     pass
 
@@ -402,7 +388,7 @@ def test_fast_path_returns_none_or_what_pydantic_returns(
     model: str, case: str, rows: list[Any]
 ) -> None:
     types, _ = PINNED_MODELS[model]
-    meta = _metadata([{"name": f"feature {i}", "type": t} for i, t in enumerate(types)])
+    meta = make_metadata([(f"feature {i}", t) for i, t in enumerate(types)])
     validator = InputValidator(meta, max_rows=10_000)
 
     fast = validator._exact_rows(rows)

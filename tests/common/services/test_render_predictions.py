@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -10,21 +9,11 @@ import pytest
 
 from common.registry import ModelMetadata
 from common.services.predictions import render_predictions
+from tests.common.metadata import make_metadata
 
 
 def _meta(classes: list[Any]) -> ModelMetadata:
-    return ModelMetadata.model_validate(
-        {
-            "model_type": "tiny",
-            "version": "1",
-            "framework": "xgboost",
-            "artifact_format": "xgboost-ubj",
-            "sha256": "a" * 64,
-            "features": [{"name": "x"}],
-            "classes": classes,
-            "created_at": datetime(2025, 1, 1, tzinfo=UTC),
-        }
-    )
+    return make_metadata([("x", "float")], classes)
 
 
 def _reference(meta: ModelMetadata, result: dict[str, Any]) -> list[dict[str, Any]]:
