@@ -22,6 +22,7 @@ from api.middleware import Observability
 from api.routes import cards, health, jobs, logs, metrics, models, predictions, rollout, uploads, v2
 from common.cache import PredictionCache, registry_channel
 from common.errors import BackendUnavailable, ServingError
+from common.heap import settle_heap
 from common.jobs import AsyncJobStore
 from common.observability import configure_logging
 from common.oip.metadata import SERVER_VERSION
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("no API keys configured: every request will get 401")
         await listener.start()
         app.state.services = services
+        settle_heap()  # after startup: the collector skips what it built (common/heap.py)
         try:
             yield
         finally:

@@ -18,6 +18,7 @@ from celery import Task
 
 from common.cache import models_epoch_key
 from common.errors import WorkerCrashed
+from common.heap import settle_heap
 from common.jobs import Job, JobStore
 from common.prediction_log import (
     LogSink,
@@ -84,6 +85,7 @@ class ServingTask(Task):  # type: ignore[misc]
                 self._resources.log_repo.engine.dispose(close=False)
             # On the base class: every task of the process shares one set.
             ServingTask._resources = build_resources(self.app, self.settings)
+            settle_heap()  # the process's own startup, frozen too (common/heap.py)
         assert self._resources is not None
         return self._resources
 

@@ -9,6 +9,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_process_shutdown, worker_ready
 
+from common.heap import settle_heap
 from common.settings import Settings
 from queueing.codec import use_orjson_codec
 from queueing.config import broker_is_amqp, celery_config
@@ -36,7 +37,17 @@ def create_worker_app(settings: Settings) -> Celery:
     run_housekeeping_when_ready(app, settings)
     if broker_is_amqp(settings):
         _declare_queues_when_starting(app)
+    _settle_heap_before_fork()
     return app
+
+
+def _settle_heap_before_fork() -> None:
+    """The main process's startup frozen before the pool forks (common/heap.py): the
+    pool processes inherit it frozen, and share its pages."""
+
+    @worker_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    def settle(**_: Any) -> None:
+        settle_heap()
 
 
 def _declare_queues_when_starting(app: Celery) -> None:
