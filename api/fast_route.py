@@ -41,6 +41,12 @@ def fast_path(path: FastPath) -> Callable[[Endpoint], Endpoint]:
     return mark
 
 
+def fast_path_of(route: Any) -> FastPath | None:
+    """The fast path of a route's endpoint, if it has one."""
+    path: FastPath | None = getattr(getattr(route, "endpoint", None), _ATTRIBUTE, None)
+    return path
+
+
 class FastPathRoute(APIRoute):
     """An APIRoute whose endpoint may carry a fast path (`fast_path`); without one it is
     an APIRoute like any other. Its OpenAPI operation comes from the endpoint's
@@ -48,7 +54,7 @@ class FastPathRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         standard = super().get_route_handler()
-        path: FastPath | None = getattr(self.endpoint, _ATTRIBUTE, None)
+        path = fast_path_of(self)
         if path is None:
             return standard
 

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from api.deps import Services
 from api.docs import install_docs
+from api.fast_lane import FastLane
 from api.middleware import Observability
 from api.routes import cards, health, jobs, logs, metrics, models, predictions, rollout, uploads, v2
 from common.cache import PredictionCache, registry_channel
@@ -162,7 +163,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     install_docs(app)
     install_error_handlers(app)
-    app.add_middleware(Observability)
+    app.add_middleware(FastLane, fastapi_app=app)  # the hot routes' own lane (api/fast_lane.py)
+    app.add_middleware(Observability)  # added last: the outermost, around the lane too
     return app
 
 
