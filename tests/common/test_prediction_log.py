@@ -239,6 +239,45 @@ def test_background_writer_close_writes_what_is_queued_and_stops(
     assert repo.count() == 20
 
 
+class CountingRepo(PredictionLogRepo):
+    """The real repository, counting its writes (each is one transaction)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.batches: list[int] = []
+
+    def record(self, entries: list[dict[str, Any]]) -> None:
+        self.batches.append(len(entries))
+        super().record(entries)
+
+
+def test_background_writer_rows_put_one_at_a_time_share_a_write(engine: Engine) -> None:
+    repo = CountingRepo(engine)
+    writer = BackgroundLogWriter(repo, linger_seconds=0.5)
+    try:
+        for i in range(10):  # as hits at c=1 come: one, then the next, ...
+            writer.submit(entry(f"one-{i}"))
+            time.sleep(0.01)
+        writer.flush(timeout=10)
+
+        assert repo.count() == 10
+        assert repo.batches == [10]  # without the linger: ten writes of one row
+    finally:
+        writer.close()
+
+
+def test_background_writer_close_does_not_wait_out_the_linger(engine: Engine) -> None:
+    repo = CountingRepo(engine)
+    writer = BackgroundLogWriter(repo, linger_seconds=30)
+    writer.submit(entry("last"))
+    started = time.monotonic()
+
+    writer.close()
+
+    assert time.monotonic() - started < 5
+    assert repo.count() == 1
+
+
 class GatedRepo(PredictionLogRepo):
     """The real repository, holding its first write until released (fixes the batching)."""
 
