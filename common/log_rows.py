@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.errors import ServingError
+from common.runtimes import Rows
 
 
 def worker_name() -> str:
@@ -60,12 +61,13 @@ def shadow_of(primary_request_id: str) -> dict[str, Any]:
 
 def batch_rows(
     labels: tuple[str, str],
-    rows: list[list[Any]],
+    rows: Rows,
     segments: Sequence[Any],
     result: dict[str, Any] | None,
     error: ServingError | None,
 ) -> list[dict[str, Any]]:
-    """One log row per request of a batch, with its own slice of inputs and outputs."""
+    """One log row per request of a batch, with its own slice of inputs and outputs
+    (`rows`: lists, or a worker's NumPy matrix, which the log writes as the same JSON)."""
     entries, start, worker = [], 0, worker_name()
     for segment in segments:
         end = start + segment.n_rows

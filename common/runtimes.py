@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from common.settings import Settings
 
 PICKLE_FORMATS = {"pickle", "joblib"}
+# Rows in feature order: lists of values, or a float64 NumPy matrix (a worker reads packed
+# rows in place as one: queueing.packed_rows).
+Rows = Any
 
 
 @dataclass
@@ -23,8 +26,9 @@ class LoadedModel:
     meta: ModelMetadata
     estimator: Any
 
-    def predict(self, rows: list[list[float]]) -> dict[str, list[Any]]:
-        """Labels and class probabilities for a batch of rows in feature order."""
+    def predict(self, rows: Rows) -> dict[str, list[Any]]:
+        """Labels and class probabilities for a batch of rows in feature order (a float64
+        matrix is used as it is, without a copy)."""
         import numpy as np
 
         matrix = np.asarray(rows, dtype=np.float64)

@@ -100,6 +100,13 @@ class PredictBatch:
         )
         return cls(Artifact(model_type, version, sha256), data, parsed)
 
+    def matrix(self) -> Any:
+        """The rows as the worker's model takes them: packed rows as a float64 matrix read
+        in place (PackedRows.matrix), JSON rows as lists."""
+        if isinstance(self.rows_data, PackedRows):
+            return self.rows_data.matrix()
+        return self.rows()
+
     def rows(self) -> list[list[Any]]:
         if isinstance(self.rows_data, PackedRows):
             return self.rows_data.rows()

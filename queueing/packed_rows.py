@@ -8,7 +8,8 @@ redelivery, not the pipe to the pool process. The pool process reads the values 
 memcpy instead of parsing text. A model with an int or bool feature keeps the JSON text,
 which keeps each value's type for the log.
 
-No NumPy: the API's image has none (`array` and `struct` do the work).
+No NumPy in the API: its image has none (`array` and `struct` do the work). The worker,
+which has it, reads the values in place as a matrix (`PackedRows.matrix`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,14 @@ class PackedRows:
         if n_rows < 0 or n_features < 1 or n_rows * n_features * ITEM_BYTES != len(data):
             raise ValueError(f"packed rows of shape {shape} cannot hold {len(data)} bytes")
         return cls(data, n_features)
+
+    def matrix(self) -> Any:
+        """The rows as a read-only float64 NumPy matrix over the bytes themselves: no copy
+        and no Python float made (the worker's model reads it; orjson logs it as the same
+        JSON text as the lists). NumPy is imported here, in the worker only."""
+        import numpy as np
+
+        return np.frombuffer(self.data, dtype=DTYPE).reshape(self.n_rows, self.n_features)
 
     def rows(self) -> list[list[float]]:
         """The rows as lists, built in C by a two-dimensional view of the bytes."""

@@ -48,7 +48,7 @@ def predict(task: ServingTask, *args: Any) -> dict[str, Any]:
     # Every log line of the task carries its requests' ids.
     with task_context(message.request_ids):
         inference = task.resources.inference
-        rows = message.rows()
+        rows = message.matrix()
         try:
             task.check_attempts()
         except ServingError as exc:

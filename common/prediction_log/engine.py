@@ -12,7 +12,9 @@ from sqlalchemy.engine import make_url
 
 
 def _json_text(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    # A worker's inputs may be a NumPy matrix (read in place from packed rows): orjson
+    # writes it as the same JSON text as the same rows as lists.
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 # The log's JSON columns hold every input row: orjson encodes them several times faster.

@@ -43,8 +43,10 @@ def dead_letter_key(prefix: str) -> str:
 def encode_row(entry: dict[str, Any], lenient: bool = False) -> bytes:
     """`lenient` writes what JSON cannot hold as its str(), for rows set aside, which a
     person reads: the spool's own rows stay exact or fail."""
-    # The log writes UTC: a naive datetime is UTC, so it decodes to the same instant.
-    return orjson.dumps(entry, default=str if lenient else None, option=orjson.OPT_NAIVE_UTC)
+    # The log writes UTC: a naive datetime is UTC, so it decodes to the same instant. A
+    # worker's inputs may be a NumPy matrix: the same JSON as the same rows as lists.
+    options = orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY
+    return orjson.dumps(entry, default=str if lenient else None, option=options)
 
 
 def decode_row(raw: bytes | str) -> dict[str, Any]:

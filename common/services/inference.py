@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from common import metrics
 from common.errors import PredictionFailed, ServingError
 from common.log_rows import batch_rows, shadow_of
-from common.runtimes import LoadedModel
+from common.runtimes import LoadedModel, Rows
 
 
 class Models(Protocol):
@@ -49,7 +49,7 @@ Guard = Callable[[], AbstractContextManager[None]]
 
 
 def run_model(
-    models: Models, artifact: Any, rows: list[list[Any]], guard: Guard = contextlib.nullcontext
+    models: Models, artifact: Any, rows: Rows, guard: Guard = contextlib.nullcontext
 ) -> dict[str, Any]:
     """The model's labels and probabilities for `rows`; any error as a ServingError."""
     try:
@@ -72,7 +72,7 @@ class BatchInference:
         self.guard = guard
 
     def predict(
-        self, artifact: Any, rows: list[list[Any]], segments: Sequence[BatchSegment]
+        self, artifact: Any, rows: Rows, segments: Sequence[BatchSegment]
     ) -> dict[str, Any]:
         """Predict a batch; each request gets its own log row, failed or not. The log
         never fails the answer (the sink spools what the database refuses)."""
@@ -90,9 +90,7 @@ class BatchInference:
         metrics.TASK_DURATION.labels(*labels).observe(time.perf_counter() - started)
         return result
 
-    def shadow(
-        self, artifact: Any, rows: list[list[Any]], segment: BatchSegment, primary_id: str
-    ) -> None:
+    def shadow(self, artifact: Any, rows: Rows, segment: BatchSegment, primary_id: str) -> None:
         """Score a request again on the shadow version and log it as the shadow of
         `primary_id`; a failure is logged too, and goes no further (nobody waits)."""
         try:
@@ -107,7 +105,7 @@ class BatchInference:
     def fail(
         self,
         artifact: Any,
-        rows: list[list[Any]],
+        rows: Rows,
         segments: Sequence[BatchSegment],
         error: ServingError,
     ) -> None:

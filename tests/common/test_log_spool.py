@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 import redis
@@ -167,6 +168,14 @@ def test_a_row_survives_the_spool_with_every_value_and_an_aware_timestamp() -> N
 
     assert orjson.loads(raw)["created_at"] == "2025-03-01T12:00:03.000021+00:00"
     assert decode_row(raw) == original  # the date-like string in the input stays a string
+
+
+def test_a_worker_s_matrix_of_inputs_spools_as_the_same_json_as_lists() -> None:
+    values = [[0.1, -0.0, 5e-324], [1 / 3, 3.4e38, 2.0**53 + 2]]
+    matrix = np.frombuffer(np.array(values).tobytes(), dtype="<f8").reshape(2, 3)
+
+    assert encode_row(row(1, input=matrix)) == encode_row(row(1, input=values))
+    assert decode_row(encode_row(row(1, input=matrix)))["input"] == values
 
 
 def test_naive_and_offset_timestamps_decode_to_the_same_instant_in_utc() -> None:

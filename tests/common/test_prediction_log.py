@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import orjson
 import pytest
 from sqlalchemy import Engine, text
 
@@ -131,6 +133,19 @@ def test_record_writes_every_column(repo: PredictionLogRepo) -> None:
     assert row.error == "boom"
     assert row.worker == "host:1"
     assert row.created_at.replace(tzinfo=UTC) == T0
+
+
+def test_a_worker_s_matrix_of_inputs_is_logged_as_the_same_json_as_lists(
+    repo: PredictionLogRepo, engine: Engine
+) -> None:
+    values = [[0.1, -0.0, 5e-324], [1 / 3, 3.4e38, 2.0**53 + 2]]
+    matrix = np.frombuffer(np.array(values).tobytes(), dtype="<f8").reshape(2, 3)
+    repo.record([entry("lists", input=values), entry("matrix", input=matrix[0:2])])
+
+    with engine.connect() as conn:
+        texts = dict(conn.execute(text("SELECT request_id, input FROM prediction_log")).all())
+    assert texts["matrix"] == texts["lists"] == orjson.dumps(values).decode()
+    assert {row.request_id: row.input for row in repo.newest(10)}["matrix"] == values
 
 
 def test_record_of_nothing_is_a_no_op(repo: PredictionLogRepo) -> None:

@@ -49,6 +49,25 @@ def test_values_come_back_exactly_and_as_floats() -> None:
     assert pack([[1.5, -2.0]]) == struct.pack("<2d", 1.5, -2.0)
 
 
+def test_the_worker_reads_the_same_values_in_place_as_a_float64_matrix() -> None:
+    rows = [ODD_FLOATS, [float(i) for i in range(len(ODD_FLOATS))]]
+    packed = PackedRows(pack(rows), len(ODD_FLOATS))
+    matrix = packed.matrix()
+    assert matrix.shape == (2, len(ODD_FLOATS)) and matrix.dtype.str == "<f8"
+    assert matrix.tolist() == packed.rows()
+    # A view of the message's bytes: nothing copied, and nothing can write through it.
+    assert not matrix.flags.owndata and not matrix.flags.writeable
+    assert PackedRows(b"", 3).matrix().shape == (0, 3)
+
+
+def test_a_batch_gives_the_model_a_matrix_for_packed_rows_and_lists_for_json() -> None:
+    floats, mixed = meta("float", "float"), meta("float", "int")
+    packed = predict_batch_message(floats, [request(floats, [[1.0, 2.0], [3.0, 4.5]])])
+    assert PredictBatch.from_args(*packed.args()).matrix().tolist() == [[1.0, 2.0], [3.0, 4.5]]
+    as_json = predict_batch_message(mixed, [request(mixed, [[1.5, 2]])])
+    assert PredictBatch.from_args(*as_json.args()).matrix() == [[1.5, 2]]
+
+
 def test_no_rows_and_one_feature_keep_their_shape() -> None:
     assert PackedRows(b"", 3).rows() == []
     assert PackedRows(pack([[1.0], [2.5]]), 1).rows() == [[1.0], [2.5]]
