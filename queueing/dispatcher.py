@@ -4,6 +4,7 @@ results of synchronous ones on Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -12,10 +13,12 @@ import orjson
 import redis.asyncio as aioredis
 from celery import Celery
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from common.errors import BackendUnavailable, PredictionTimeout
 from common.observability import new_id
 from common.settings import Settings
+from queueing.claims import claim, claim_key
 from queueing.codec import use_orjson_codec
 from queueing.config import celery_config
 from queueing.listener import ResultListener
@@ -139,6 +142,7 @@ class CeleryDispatcher:
         self.listener = listener
         self.tasks = TaskPublisher(settings)
         self.timeout = settings.predict_timeout_seconds
+        self.claims = (settings.cache_prefix, settings.job_ttl_seconds)
         self.direct = (
             RedisTaskPublisher(producer, broker)
             if broker is not None and not settings.task_events
@@ -164,11 +168,16 @@ class CeleryDispatcher:
 
     async def predict_batch(self, meta: Any, requests: Sequence[BatchRequest]) -> dict[str, Any]:
         task_id = self.listener.new_task_id()
+        message, claimed = claim(predict_batch_message(meta, requests))
         future = self.listener.expect(task_id)
         try:
-            await self._send(self.tasks.predict(predict_batch_message(meta, requests), task_id))
+            if claimed is not None:
+                await self._store_claimed(task_id, claimed)
+            await self._send(self.tasks.predict(message, task_id))
         except BackendUnavailable:
             self.listener.forget(task_id, future)
+            if claimed is not None:
+                await self._drop_claimed(task_id)
             raise
         try:
             return await self.listener.wait(task_id, future, self.timeout)
@@ -177,6 +186,20 @@ class CeleryDispatcher:
                 f"no result within {self.timeout:g} s; the task {task_id} may still finish",
                 {"task_id": task_id},
             ) from None
+
+    async def _store_claimed(self, task_id: str, data: bytes) -> None:
+        """A big batch's rows, in the result backend's Redis before its task is queued
+        (queueing.claims); they live as long as the job a late prediction becomes."""
+        prefix, ttl = self.claims
+        try:
+            await self.listener.client.set(claim_key(prefix, task_id), data, ex=ttl)
+        except RedisError as exc:
+            raise BackendUnavailable(f"the result backend (Redis) is unavailable: {exc}") from None
+
+    async def _drop_claimed(self, task_id: str) -> None:
+        """Rows whose task was not queued: deleted if Redis answers, else left to expire."""
+        with contextlib.suppress(RedisError):
+            await self.listener.client.unlink(claim_key(self.claims[0], task_id))
 
     async def send_shadow(
         self, meta: Any, primary_id: str, owner: str, rows_json: bytes, n_rows: int

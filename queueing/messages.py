@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Protocol, Self
 
 import orjson
 
-from queueing.packed_rows import PackedRows
+from queueing.packed_rows import ClaimedRows, PackedRows
 
 PREDICT_TASK = "serving.predict"
 PREDICT_CHUNK_TASK = "serving.predict_chunk"
@@ -68,8 +68,9 @@ class PredictBatch:
     # The batch's rows: packed float64 values for a model of float features
     # (queueing.packed_rows, in a msgpack body), else one JSON text. Either way the
     # worker's main process, which decodes every message (Celery's strategy reads the
-    # payload), never parses them; the pool process reads them once.
-    rows_data: str | PackedRows
+    # payload), never parses them; the pool process reads them once. A big batch's
+    # packed rows wait in Redis instead (ClaimedRows; queueing.claims).
+    rows_data: str | PackedRows | ClaimedRows
     segments: tuple[Segment, ...]
 
     @property
@@ -80,16 +81,18 @@ class PredictBatch:
     def args(self) -> list[Any]:
         a, data = self.artifact, self.rows_data
         segments = [[s.request_id, s.n_rows, s.received_at, s.owner] for s in self.segments]
-        rows = data.wire() if isinstance(data, PackedRows) else data
+        rows = data if isinstance(data, str) else data.wire()
         return [a.model_type, a.version, a.sha256, rows, segments]
 
     @classmethod
     def from_args(
         cls, model_type: str, version: str, sha256: str, rows: Any, segments: list[Any]
     ) -> Self:
-        data: str | PackedRows
+        data: str | PackedRows | ClaimedRows
         if isinstance(rows, dict):
-            data = PackedRows.from_wire(rows)
+            data = (
+                ClaimedRows.from_wire(rows) if rows.get("claimed") else PackedRows.from_wire(rows)
+            )
         else:
             # Rows as lists (not text) came from an API of an earlier release.
             data = rows if isinstance(rows, str) else orjson.dumps(rows).decode()
@@ -108,6 +111,8 @@ class PredictBatch:
         return self.rows()
 
     def rows(self) -> list[list[Any]]:
+        if isinstance(self.rows_data, ClaimedRows):
+            raise ValueError("the rows are claimed: redeem them first (queueing.claims)")
         if isinstance(self.rows_data, PackedRows):
             return self.rows_data.rows()
         decoded: list[list[Any]] = orjson.loads(self.rows_data)

@@ -89,3 +89,25 @@ class PackedRows:
         # typeshed's tolist() is one-dimensional; a 2-D view gives lists of floats
         rows: list[list[float]] = memoryview(data).cast("d", shape).tolist()  # type: ignore[assignment]
         return rows
+
+
+@dataclass(frozen=True)
+class ClaimedRows:
+    """Packed rows left in the result backend's Redis under the task's id (queueing.claims):
+    the message carries only their dtype and shape."""
+
+    n_rows: int
+    n_features: int
+
+    def wire(self) -> dict[str, Any]:
+        return {"dtype": DTYPE, "shape": [self.n_rows, self.n_features], "claimed": True}
+
+    @classmethod
+    def from_wire(cls, value: dict[str, Any]) -> Self:
+        shape = value.get("shape")
+        if value.get("dtype") != DTYPE or not isinstance(shape, list) or len(shape) != 2:
+            raise ValueError(f"claimed rows need dtype {DTYPE!r} and a shape of [rows, features]")
+        n_rows, n_features = (int(n) for n in shape)
+        if n_rows < 1 or n_features < 1:
+            raise ValueError(f"claimed rows of shape {shape}")
+        return cls(n_rows, n_features)

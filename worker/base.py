@@ -32,8 +32,16 @@ from common.services.inference import BatchInference
 from common.services.job_runner import JobRunner
 from common.settings import Settings
 from common.store import create_store
+from queueing.claims import ClaimedRowsStore
 from queueing.dispatcher import TaskPublisher, publish
-from queueing.messages import CALLBACK_TASK, FINALIZE_JOB_TASK, Artifact, JobChunk, JobStep
+from queueing.messages import (
+    CALLBACK_TASK,
+    FINALIZE_JOB_TASK,
+    PREDICT_TASK,
+    Artifact,
+    JobChunk,
+    JobStep,
+)
 from worker.limits import soft_time_limit_as_error
 from worker.model_cache import ModelCache
 
@@ -49,6 +57,7 @@ class Resources:
     jobs: JobStore
     inference: BatchInference
     runner: JobRunner
+    claims: ClaimedRowsStore  # a big batch's rows, left in Redis by the API
 
 
 class CeleryJobQueue:
@@ -88,6 +97,14 @@ class ServingTask(Task):  # type: ignore[misc]
             settle_heap()  # the process's own startup, frozen too (common/heap.py)
         assert self._resources is not None
         return self._resources
+
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        # Celery calls this once the result is stored (not for a task sent back to the
+        # queue): no run of this task needs its claimed rows any more.
+        if self.name == PREDICT_TASK:
+            self.resources.claims.release(task_id, args)
 
     def check_attempts(self) -> None:
         """Refuse a task whose runs have ended its worker process too often.
@@ -148,4 +165,5 @@ def build_resources(app: Any, settings: Settings) -> Resources:
         guard=guard,
     )
     inference = BatchInference(models, sink, guard)
-    return Resources(os.getpid(), models, repo, sink, jobs, inference, runner)
+    claims = ClaimedRowsStore(results_redis, settings.cache_prefix)
+    return Resources(os.getpid(), models, repo, sink, jobs, inference, runner, claims)

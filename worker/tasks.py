@@ -48,6 +48,11 @@ def predict(task: ServingTask, *args: Any) -> dict[str, Any]:
     # Every log line of the task carries its requests' ids.
     with task_context(message.request_ids):
         inference = task.resources.inference
+        try:
+            message = task.resources.claims.redeem(message, task.request.id)
+        except ServingError as exc:
+            inference.fail(message.artifact, [], message.segments, exc)  # no rows to log
+            raise
         rows = message.matrix()
         try:
             task.check_attempts()
@@ -166,26 +171,35 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 def _record_hard_time_limits(app: Celery) -> None:
     @task_failure.connect(weak=False)  # type: ignore[untyped-decorator]
     def on_hard_time_limit(
-        sender: Any = None, exception: BaseException | None = None, args: Any = None, **_: Any
+        sender: Any = None,
+        task_id: str = "",
+        exception: BaseException | None = None,
+        args: Any = None,
+        **_: Any,
     ) -> None:
         # Sent in the main process after the pool killed the task's process; the task's
         # message is acknowledged (acks_on_timeout), so it does not run again.
         if not isinstance(exception, TimeLimitExceeded) or getattr(sender, "app", None) is not app:
             return
         try:
-            record_hard_time_limit(sender, list(args))
+            record_hard_time_limit(sender, task_id, list(args))
         except Exception:
             log.exception("could not record the hard time limit of %s", sender.name)
 
 
-def record_hard_time_limit(task: ServingTask, args: list[Any]) -> None:
+def record_hard_time_limit(task: ServingTask, task_id: str, args: list[Any]) -> None:
     """The pool killed a task's process at the hard time limit, so the task logged
     nothing: log its requests, or fail its job."""
     exc = PredictionTimeLimit.after(task.settings.task_time_limit_seconds, hard=True)
     resources = task.resources
     if task.name == PREDICT_TASK:
         message = PredictBatch.from_args(*args)
-        resources.inference.fail(message.artifact, message.rows(), message.segments, exc)
+        try:
+            rows = resources.claims.redeem(message, task_id).rows()
+        except ServingError:
+            rows = []  # its claimed rows are gone: the requests are logged without them
+        resources.inference.fail(message.artifact, rows, message.segments, exc)
+        resources.claims.release(task_id, args)  # the acknowledged message never runs again
     elif task.name == PREDICT_CHUNK_TASK:
         resources.runner.fail(JobChunk.from_args(*args).job_id, exc)
     elif task.name in {PREPARE_JOB_TASK, FINALIZE_JOB_TASK}:
