@@ -6,21 +6,23 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from api.main import create_app
-from common.heap import settle_heap
+from common.heap import YOUNG_THRESHOLD, settle_heap
 from common.settings import Settings
 
 
 @pytest.fixture(autouse=True)
 def _unfrozen() -> Iterator[None]:
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()  # the rest of the suite's process collects as usual
+    gc.set_threshold(*thresholds)
 
 
 class Node:
@@ -46,6 +48,37 @@ def test_settle_heap_collects_startup_garbage_then_freezes_what_lives() -> None:
     assert garbage() is None
     assert frozen == gc.get_freeze_count() > 0
     assert not tracked(kept)
+
+
+def young_collections_during(work: Callable[[], object]) -> int:
+    counts = [0]
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 0:
+            counts[0] += 1
+
+    gc.callbacks.append(count)
+    try:
+        work()
+    finally:
+        gc.callbacks.remove(count)
+    return counts[0]
+
+
+def a_big_request() -> None:
+    """A 1,000-row request's containers, alive together, then freed by refcount."""
+    for _ in range(20):
+        rows = [[float(i)] * 30 for i in range(1_000)]
+        rendered = [{"label": "a", "probabilities": {"a": 0.5, "b": [0.5]}} for _ in rows]
+        del rows, rendered
+
+
+def test_after_settling_a_big_request_s_containers_meet_no_young_collection() -> None:
+    gc.set_threshold(700, 10, 10)  # CPython's default
+    assert young_collections_during(a_big_request) > 20
+    settle_heap()
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, 10, 10)  # the older ones as they were
+    assert young_collections_during(a_big_request) == 0
 
 
 def test_objects_made_after_settling_are_collected_as_usual() -> None:
