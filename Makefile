@@ -31,7 +31,8 @@ TEST_TMP ?= .pytest-tmp
 SECRETS_TEST := tests/integration/test_secrets_left_behind.py
 RABBITMQ_TESTS := tests/integration/test_predict.py tests/integration/test_jobs.py \
 	tests/integration/test_job_faults.py tests/integration/test_worker_faults.py \
-	tests/integration/test_redelivery.py tests/integration/test_rabbitmq_broker.py
+	tests/integration/test_redelivery.py tests/integration/test_rabbitmq_broker.py \
+	tests/integration/test_claimed_rows.py
 test: $(STAMP)
 	$(PY) -m tests.browser
 	$(PY) -m tests.rabbitmq
