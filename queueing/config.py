@@ -15,6 +15,7 @@ from kombu.entity import Exchange, Queue
 
 from common.settings import Settings
 from queueing.messages import CALLBACK_TASK, FINALIZE_JOB_TASK
+from queueing.redis_transport import TRANSPORT_PATH
 
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
 
@@ -78,7 +79,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def redis_options(settings: Settings) -> dict[str, Any]:
+    scheme = urlsplit(settings.effective_broker_url).scheme
+    # One client per channel, not one per acknowledgement (queueing.redis_transport).
+    transport = {"broker_transport": TRANSPORT_PATH} if scheme == "redis" else {}
     return {
+        **transport,
         # A message that a worker took and never acknowledged (the whole worker was
         # killed, or its host died) goes back to the queue once it is `visibility_timeout`
         # old, when a live worker next sweeps the broker's unacked set. kombu sweeps every
