@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import redis
 
+from common.prediction_log import PredictionLogRepo, create_log_engine
 from common.training import TrainedModel, breast_cancer
 from queueing.claims import CLAIM_MIN_BYTES
 from queueing.messages import PREDICT_TASK
@@ -99,6 +100,4 @@ def test_a_batch_whose_claimed_rows_are_gone_fails_clearly_and_is_logged(
 
 
 def stack_log(stack: Stack) -> list[Any]:
-    from common.prediction_log import PredictionLogRepo, create_log_engine
-
     return PredictionLogRepo(create_log_engine(stack.settings.database_url)).newest(200)
