@@ -3,7 +3,7 @@
 kombu's Redis channel builds a new `redis.Redis` for every command it sends outside its
 polling loop (`Channel._create_client`): the acknowledgement of each task, and the copy
 of each message kept until then. Each build copies redis-py's table of about 170
-response callbacks: 9% of a worker's main process under one-at-a-time misses (py-spy).
+response callbacks: 6% of a worker's main process under one-at-a-time misses (py-spy).
 The client is a handle on the channel's connection pool, which every command draws a
 connection from, so one client per channel serves them all; a new one is built when the
 channel gets a new pool. Asynchronous clients (the polling loop's) are kombu's as ever.
