@@ -4,6 +4,7 @@ with kombu's own, on a real Redis, without building a client for each command.""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,11 +17,20 @@ from common.settings import Settings
 from queueing.config import celery_config
 from queueing.redis_transport import TRANSPORT_PATH, Channel
 
+# A database of the session's Redis (tests/conftest.py) of this module's own: kombu's
+# hash of unacknowledged messages is one per database.
+REDIS_DB = 61
+
 
 @pytest.fixture
-def connection(redis_url: str) -> Iterator[Connection]:
+def own_db_url(redis_url: str) -> str:
+    return f"{redis_url.rsplit('/', 1)[0]}/{REDIS_DB}"
+
+
+@pytest.fixture
+def connection(own_db_url: str) -> Iterator[Connection]:
     app = Celery("test-transport", set_as_current=False)
-    app.conf.update(celery_config(Settings(redis_url=redis_url)))
+    app.conf.update(celery_config(Settings(redis_url=own_db_url)))
     conn = app.connection_for_write()
     yield conn
     conn.release()
@@ -46,21 +56,22 @@ def test_a_redis_broker_uses_it_and_other_schemes_keep_kombu_s() -> None:
 
 
 def test_messages_are_kept_until_acknowledged_with_one_client_for_every_command(
-    connection: Connection, redis_url: str
+    connection: Connection, own_db_url: str
 ) -> None:
     channel = connection.default_channel
     assert isinstance(channel, Channel)
     built = counted(channel)
-    queue = connection.SimpleQueue("test-transport-queue")
+    queue = connection.SimpleQueue(f"test-transport-{uuid.uuid4().hex}")
     for i in range(20):
         queue.put({"n": i})
-    unacked = redis.Redis.from_url(redis_url)
+    unacked = redis.Redis.from_url(own_db_url)
+    before = unacked.hlen("unacked")
     for i in range(20):
         message = queue.get(timeout=5)
         assert message.payload == {"n": i}
-        assert unacked.hlen("unacked") == 1  # kept until acknowledged
+        assert unacked.hlen("unacked") == before + 1  # kept until acknowledged
         message.ack()
-        assert unacked.hlen("unacked") == 0
+        assert unacked.hlen("unacked") == before
     queue.close()
     unacked.close()
     assert built[0] <= 1  # kombu's own channel built 82 here
