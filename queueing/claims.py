@@ -85,8 +85,7 @@ class ClaimedRowsStore:
     def release(self, task_id: str, args: Sequence[Any]) -> None:
         """Delete a predict task's claimed rows, if it had any: no run needs them once its
         result is stored. A failure here only leaves them to expire."""
-        rows = args[3] if len(args) > 3 else None
-        if not (isinstance(rows, dict) and rows.get("claimed")):
+        if not PredictBatch.claims_rows(args):
             return
         try:
             self.client.unlink(claim_key(self.prefix, task_id))

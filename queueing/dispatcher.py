@@ -142,7 +142,7 @@ class CeleryDispatcher:
         self.listener = listener
         self.tasks = TaskPublisher(settings)
         self.timeout = settings.predict_timeout_seconds
-        self.claims = (settings.cache_prefix, settings.job_ttl_seconds)
+        self.claim_prefix, self.claim_ttl = settings.cache_prefix, settings.job_ttl_seconds
         self.direct = (
             RedisTaskPublisher(producer, broker)
             if broker is not None and not settings.task_events
@@ -190,16 +190,16 @@ class CeleryDispatcher:
     async def _store_claimed(self, task_id: str, data: bytes) -> None:
         """A big batch's rows, in the result backend's Redis before its task is queued
         (queueing.claims); they live as long as the job a late prediction becomes."""
-        prefix, ttl = self.claims
+        key = claim_key(self.claim_prefix, task_id)
         try:
-            await self.listener.client.set(claim_key(prefix, task_id), data, ex=ttl)
+            await self.listener.client.set(key, data, ex=self.claim_ttl)
         except RedisError as exc:
             raise BackendUnavailable(f"the result backend (Redis) is unavailable: {exc}") from None
 
     async def _drop_claimed(self, task_id: str) -> None:
         """Rows whose task was not queued: deleted if Redis answers, else left to expire."""
         with contextlib.suppress(RedisError):
-            await self.listener.client.unlink(claim_key(self.claims[0], task_id))
+            await self.listener.client.unlink(claim_key(self.claim_prefix, task_id))
 
     async def send_shadow(
         self, meta: Any, primary_id: str, owner: str, rows_json: bytes, n_rows: int

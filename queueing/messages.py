@@ -8,6 +8,7 @@ never imports the worker or any ML library.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
 
@@ -102,6 +103,13 @@ class PredictBatch:
             for s in segments
         )
         return cls(Artifact(model_type, version, sha256), data, parsed)
+
+    @staticmethod
+    def claims_rows(args: Sequence[Any]) -> bool:
+        """Whether a predict task's arguments (as `args()` lays them out) claim rows
+        left in Redis, read without parsing the rest."""
+        rows = args[3] if len(args) > 3 else None
+        return isinstance(rows, dict) and bool(rows.get("claimed"))
 
     def matrix(self) -> Any:
         """The rows as the worker's model takes them: packed rows as a float64 matrix read

@@ -2,11 +2,12 @@
 row, with its dtype and shape beside it.
 
 A 1,000-row request of 30 floats is 240 KB this way against 547 KB of JSON text, and it
-travels as msgpack's raw bytes (the predict task's body), so nothing along the way
-scans it: not kombu's base64, not the JSON of its Redis envelope, not the copy kept for
-redelivery, not the pipe to the pool process. The pool process reads the values with a
-memcpy instead of parsing text. A model with an int or bool feature keeps the JSON text,
-which keeps each value's type for the log.
+travels as msgpack's raw bytes (the predict task's body): no JSON parser reads the
+values, and the pool process reads them with a memcpy instead of parsing text. Inline,
+the body is still base64 inside kombu's envelope, which the worker's main process parses
+and keeps a copy of until the task is acknowledged; a big batch's rows therefore wait
+in Redis instead (ClaimedRows, queueing.claims). A model with an int or bool feature
+keeps the JSON text, which keeps each value's type for the log.
 
 No NumPy in the API: its image has none (`array` and `struct` do the work). The worker,
 which has it, reads the values in place as a matrix (`PackedRows.matrix`).
