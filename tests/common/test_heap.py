@@ -46,7 +46,10 @@ def test_settle_heap_collects_startup_garbage_then_freezes_what_lives() -> None:
     frozen = settle_heap()
 
     assert garbage() is None
-    assert frozen == gc.get_freeze_count() > 0
+    # Only gc.freeze() adds to the permanent generation, but a frozen object freed by its
+    # reference count leaves it, and pytest-xdist's own thread frees a few of its
+    # messages meanwhile (CI saw 469,613 frozen, then 469,610): never more, barely fewer.
+    assert frozen * 0.99 < gc.get_freeze_count() <= frozen
     assert not tracked(kept)
 
 
