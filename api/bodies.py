@@ -7,9 +7,10 @@ from typing import Any
 
 import orjson
 
+from api.responses import parse_json
 from common.callbacks import check_callback_url
 from common.errors import InvalidInput
-from common.services.requests import Idempotency, JobRequest, PredictRequest
+from common.services.requests import Idempotency, JobRequest, PredictRequest, RawBody
 from common.settings import Settings
 from common.tenancy import Tenant
 
@@ -17,13 +18,20 @@ JOB_FIELDS = frozenset({"input_data", "input_object", "model_type", "version", "
 
 
 def predict_request(
-    payload: Any, owner: str, model_type: str | None, version: str | None
+    body: bytes, owner: str, model_type: str | None, version: str | None
 ) -> PredictRequest:
+    """A predict body as the service decodes it once it knows the version (RawBody)."""
+    return PredictRequest(owner, model_type, version, RawBody(body, predict_input), len(body))
+
+
+def predict_input(body: bytes) -> Any:
+    """The input_data of a predict body, or the error naming what is wrong with it."""
+    payload = parse_json(body)
     if not isinstance(payload, dict) or "input_data" not in payload:
         raise InvalidInput('the body must be a JSON object with an "input_data" field')
     if extra := sorted(set(payload) - {"input_data"}):
         raise InvalidInput(f"unknown fields in the body: {extra}")
-    return PredictRequest(owner, model_type, version, payload["input_data"])
+    return payload["input_data"]
 
 
 async def job_request(

@@ -65,11 +65,17 @@ async def read_json(request: Request, limit: int) -> Any:
 async def read_json_body(request: Request, limit: int) -> JsonBody:
     """The body parsed as JSON, and its size (the services validate a big one off the
     event loop)."""
+    body = await read_json_text(request, limit)
+    return JsonBody(parse_json(body), len(body))
+
+
+async def read_json_text(request: Request, limit: int) -> bytes:
+    """The body's JSON text, not parsed yet: not empty, and not of another media type."""
     check_json_type(request.headers.get("content-type", ""))
     body = await read_body(request, limit)
     if not body:
         raise MalformedBody('the body is empty; send JSON like {"input_data": {...}}')
-    return JsonBody(parse_json(body), len(body))
+    return body
 
 
 async def read_body(request: Request, limit: int) -> bytes:

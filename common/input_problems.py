@@ -12,6 +12,9 @@ from typing import Any
 from common.errors import InvalidInput
 
 MAX_DETAILS = 50  # problems an InvalidInput lists at most
+# The largest float32: models that compute in float32 (XGBoost) turn anything larger into
+# infinity, and ones in float64 (scikit-learn's scalers) overflow near float64's largest.
+MAX_MAGNITUDE = 3.4028234663852886e38
 
 
 def check_widths(rows: list[Any], names: Sequence[str], single: bool) -> None:

@@ -20,12 +20,9 @@ from pydantic import (
 )
 
 from common.errors import InvalidInput
-from common.input_problems import MAX_DETAILS, check_widths, refusal
+from common.exact_body import ExactBody
+from common.input_problems import MAX_DETAILS, MAX_MAGNITUDE, check_widths, refusal
 from common.registry import ModelMetadata
-
-# The largest float32: models that compute in float32 (XGBoost) turn anything larger into
-# infinity, and ones in float64 (scikit-learn's scalers) overflow near float64's largest.
-MAX_MAGNITUDE = 3.4028234663852886e38
 
 _PYTHON_TYPES: dict[str, Any] = {
     "float": Annotated[
@@ -69,6 +66,7 @@ class InputValidator:
         self.meta = meta
         self.max_rows = max_rows
         self.row_model = build_input_model(meta)
+        self.exact = ExactBody(meta)
         self._rows = TypeAdapter(list[self.row_model])  # type: ignore[name-defined]
         self._fields = list(self.row_model.model_fields)
         self._names = meta.feature_names
@@ -100,6 +98,11 @@ class InputValidator:
             return fast
         check_widths(rows, self._names, single=isinstance(input_data, dict))
         return self._through_pydantic(rows, single=isinstance(input_data, dict))
+
+    def exact_rows(self, text: bytes, max_rows: int | None = None) -> list[list[Any]] | None:
+        """A body's rows straight from its JSON text if the body is exactly right
+        (common.exact_body), else None: parse it and `validate` its input_data instead."""
+        return self.exact.rows(text, max_rows or self.max_rows)
 
     def _through_pydantic(self, rows: list[Any], single: bool) -> list[list[Any]]:
         """Every row through the pydantic model, SLICE_ROWS at a time: one call holds the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
@@ -11,7 +10,7 @@ from api.bodies import predict_request
 from api.deps import Caller, ModelTypePath, ReaderDep, ServicesDep, VersionPath
 from api.examples import EXAMPLE_ROW
 from api.fast_route import MODEL_TYPE, VERSION, FastPathRoute, fast_caller, fast_path
-from api.responses import errors, read_json_body
+from api.responses import errors, read_json_text
 from api.routes import jobs
 from common.errors import PredictionDeferred
 from common.jobs import JobStatus
@@ -86,10 +85,11 @@ async def _predict(
         )
         response.headers["Preference-Applied"] = "respond-async"
         return response
-    body = await read_json_body(request, services.settings.max_body_bytes)
-    parsed = predict_request(body.payload, caller.owner, model_type, version)
+    body = await read_json_text(request, services.settings.max_body_bytes)
     try:
-        outcome = await services.predictions.predict(replace(parsed, body_bytes=body.size))
+        outcome = await services.predictions.predict(
+            predict_request(body, caller.owner, model_type, version)
+        )
     except PredictionDeferred as deferred:
         # Past the deadline: the same prediction, as a job the caller can poll.
         return jobs.accepted(deferred.details)

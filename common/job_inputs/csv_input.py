@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from common.errors import InvalidInput
+from common.input_problems import MAX_MAGNITUDE
 from common.job_inputs.plan import CsvSlice, InputPlan
 from common.job_inputs.values import Problems, changed, no_rows, record_values, too_many_rows
 from common.registry import ModelMetadata
-from common.schemas import MAX_MAGNITUDE
 
 MAX_LINE_BYTES = 1024 * 1024
 # A slice is also cut at this size, so a chunk task's one ranged read stays bounded

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.errors import InvalidInput, ServingError
+from common.input_problems import MAX_MAGNITUDE
 from common.job_inputs.plan import InputPlan, ParquetSlice
 from common.job_inputs.values import (
     MAX_PROBLEMS,
@@ -29,7 +30,6 @@ from common.job_inputs.values import (
     too_many_rows,
 )
 from common.registry import ModelMetadata
-from common.schemas import MAX_MAGNITUDE
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from common.errors import InvalidInput
-from common.schemas import MAX_MAGNITUDE
+from common.input_problems import MAX_MAGNITUDE
 
 MAX_PROBLEMS = 5
 OUT_OF_RANGE = f"is not finite or beyond ±{MAX_MAGNITUDE:.8g}"

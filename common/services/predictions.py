@@ -28,7 +28,7 @@ from common.log_rows import log_row
 from common.observability import new_id, request_id_var
 from common.registry import ModelMetadata
 from common.services.models import ModelService
-from common.services.requests import PredictRequest
+from common.services.requests import PredictRequest, RawBody
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,12 @@ class PredictionService:
         """A prediction; past the deadline it becomes a job to poll (PredictionDeferred
         carries the job's status) instead of an error."""
         received_at = time.time()
-        meta = await self.models.route(request.model_type, request.version, request.owner)
+        try:
+            meta = await self.models.route(request.model_type, request.version, request.owner)
+        except ServingError:
+            if isinstance(request.input_data, RawBody):
+                request.input_data.input_data()  # a malformed body is named before the model
+            raise
         rows = await self.models.validate(meta, request.input_data, None, request.body_bytes)
         request_id = request_id_var.get() or new_id()
         labels = (meta.model_type, meta.version)

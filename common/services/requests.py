@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,11 +10,25 @@ from common.tenancy import Tenant
 
 
 @dataclass(frozen=True)
+class RawBody:
+    """A predict body's JSON text, not parsed yet: the service decodes it for the version
+    it goes to, straight into rows when it is exactly right (common.exact_body), and
+    otherwise has the front end's `parse` read its input_data, naming what is wrong."""
+
+    text: bytes
+    parse: Callable[[bytes], Any]
+
+    def input_data(self) -> Any:
+        return self.parse(self.text)
+
+
+@dataclass(frozen=True)
 class PredictRequest:
     owner: str  # a digest of the caller's key, never the key
     model_type: str | None
     version: str | None
-    input_data: Any  # one row (an object) or a list of rows; validated by the service
+    # one row (an object) or a list of rows, or the body they are in; validated by the service
+    input_data: Any | RawBody
     body_bytes: int = 0  # the body's size: past 1 MiB its rows are validated off the loop
 
 

@@ -124,6 +124,24 @@ def test_malformed_json_is_4xx_naming_the_problem(
     assert needle in error_of(response)["message"]
 
 
+@pytest.mark.parametrize(
+    ("content", "status", "needle"),
+    [
+        (orjson.dumps(GOOD)[:-5], 400, "not valid JSON"),
+        (b'{"input_data": {}, "extra": 1}', 422, "unknown fields"),
+        (orjson.dumps(GOOD), 404, "nosuchmodel"),
+    ],
+)
+def test_a_body_s_own_problem_is_named_before_an_unknown_model(
+    stack: Stack, content: bytes, status: int, needle: str
+) -> None:
+    """The body is decoded once its version is known (common/exact_body.py), but what is
+    wrong with the body itself still comes first, as when it was parsed first."""
+    response = post(stack, "/predict/nosuchmodel", content)
+    assert response.status_code == status, response.text
+    assert needle in error_of(response)["message"]
+
+
 def test_deep_nesting_with_an_idempotency_key_is_422(stack: Stack) -> None:
     content = b'{"input_data": ' + b"[" * 1000 + b"]" * 1000 + b"}"
     response = post(stack, "/jobs", content, **{"Idempotency-Key": "deep"})
