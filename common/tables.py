@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from common.float64_rows import float64_rows_of
 
 
 class Base(DeclarativeBase):
@@ -23,7 +25,12 @@ class PredictionLog(Base):
     model_type: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(64))
     n_rows: Mapped[int] = mapped_column(Integer)
+    # The request's rows in its version's feature order: JSON, or, for a worker's float
+    # features, `input_packed` (float64 values row after row, common.float64_rows, with
+    # JSON null here): 240 KB for 1,000 rows of 30, where JSON text took 550 KB and the
+    # largest part of a worker's CPU on big requests. Readers take whichever is set.
     input: Mapped[Any] = mapped_column(JSON)
+    input_packed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     output: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     latency_ms: Mapped[float] = mapped_column(Float)
     cached: Mapped[bool] = mapped_column(default=False)
@@ -38,6 +45,12 @@ class PredictionLog(Base):
     # nullable, so that a database of an earlier release gets the columns added.
     shadow: Mapped[bool | None] = mapped_column(nullable=True, default=False)
     primary_request_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+    def inputs(self) -> Any:
+        """The rows as they were logged: lists, whichever column holds them."""
+        if self.input_packed is None:
+            return self.input
+        return float64_rows_of(self.input_packed, self.n_rows)
 
     # A key's own rows, newest first, without a sort: GET /logs's usual question.
     __table_args__ = (Index("ix_prediction_log_owner_id", "owner", "id"),)

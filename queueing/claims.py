@@ -27,8 +27,9 @@ from typing import Any
 import redis
 
 from common.errors import PredictionFailed
+from common.float64_rows import ITEM_BYTES
 from queueing.messages import PredictBatch
-from queueing.packed_rows import ITEM_BYTES, ClaimedRows, PackedRows
+from queueing.packed_rows import ClaimedRows, PackedRows
 
 log = logging.getLogger(__name__)
 # A claim adds a SET, a GET and a DEL: smaller batches (64 KiB is 273 rows of 30 floats),

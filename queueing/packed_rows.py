@@ -16,14 +16,11 @@ which has it, reads the values in place as a matrix (`PackedRows.matrix`).
 from __future__ import annotations
 
 import struct
-import sys
-from array import array
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Protocol, Self
 
-DTYPE = "<f8"
-ITEM_BYTES = 8
+from common.float64_rows import DTYPE, ITEM_BYTES, float64_rows
 
 
 class HasFeatures(Protocol):
@@ -79,17 +76,7 @@ class PackedRows:
 
     def rows(self) -> list[list[float]]:
         """The rows as lists, built in C by a two-dimensional view of the bytes."""
-        data = self.data
-        if not data:
-            return []
-        if sys.byteorder == "big":
-            values = array("d", data)
-            values.byteswap()
-            data = values.tobytes()
-        shape = [self.n_rows, self.n_features]
-        # typeshed's tolist() is one-dimensional; a 2-D view gives lists of floats
-        rows: list[list[float]] = memoryview(data).cast("d", shape).tolist()  # type: ignore[assignment]
-        return rows
+        return float64_rows(self.data, self.n_features)
 
 
 @dataclass(frozen=True)

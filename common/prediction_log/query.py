@@ -20,6 +20,7 @@ import orjson
 from sqlalchemy import Engine, Select, select
 
 from common.errors import InvalidInput
+from common.float64_rows import float64_rows_of
 from common.tables import PredictionLog
 from common.tenancy import Tenant
 
@@ -70,7 +71,7 @@ class LogQuery:
 
     def statement(self) -> Select[Any]:
         table = PredictionLog
-        stmt = select(*(getattr(table, c) for c in COLUMNS), table.id)
+        stmt = select(*(getattr(table, c) for c in COLUMNS), table.input_packed, table.id)
         owner = self.owner if self.tenant.admin else self.tenant.owner
         exact = {
             "owner": owner,
@@ -160,7 +161,9 @@ def encode_entry(row: Any, names: FeatureNames, truncated: bool = False) -> byte
     if truncated:
         entry["input"] = entry["output"] = None
     else:
-        entry["input"] = name_inputs(entry["input"], names(entry["model_type"], entry["version"]))
+        packed = row["input_packed"]
+        inputs = entry["input"] if packed is None else float64_rows_of(packed, entry["n_rows"])
+        entry["input"] = name_inputs(inputs, names(entry["model_type"], entry["version"]))
     entry["shadow"] = bool(entry["shadow"])  # None on rows from before shadows
     entry["truncated"] = truncated
     return orjson.dumps(entry)

@@ -8,6 +8,7 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from common.float64_rows import float64_bytes
 from common.tables import PredictionLog
 
 
@@ -27,6 +28,7 @@ def _insert_ignoring_duplicates(engine: Engine) -> Any:
 
 
 _OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "input_packed": None,
     "output": None,
     "error": None,
     "worker": None,
@@ -36,6 +38,14 @@ _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "shadow": False,
     "primary_request_id": None,
 }
+
+
+def _packed(entry: dict[str, Any]) -> dict[str, Any]:
+    """A worker's matrix of float inputs as its bytes (PredictionLog.input_packed), with
+    JSON null for `input`; nothing to change for other inputs. Only the table's copy: a
+    row spooled meanwhile keeps JSON (common.prediction_log.spool)."""
+    data = float64_bytes(entry.get("input"), entry.get("n_rows", 0))
+    return {} if data is None else {"input": None, "input_packed": data}
 
 
 class PredictionLogRepo:
@@ -49,7 +59,7 @@ class PredictionLogRepo:
         if not entries:
             return
         # A multi-row insert takes its columns from the first entry: give every entry all.
-        entries = [{**_OPTIONAL_DEFAULTS, **entry} for entry in entries]
+        entries = [{**_OPTIONAL_DEFAULTS, **entry, **_packed(entry)} for entry in entries]
         if self._upsert is not None:
             with self.engine.begin() as conn:
                 conn.execute(self._upsert, entries)

@@ -115,6 +115,22 @@ def test_an_answer_stops_at_the_byte_cap_and_the_rest_is_on_the_next_page(
     assert body[0]["input"][0] == {"alpha": 5.0, "beta": 0.0}  # named again
 
 
+def test_a_worker_s_packed_inputs_come_named_like_any_others(engine: Engine) -> None:
+    import numpy as np
+
+    lists = write(engine, 1, A.owner, rows=3)
+    rows = [[0.0, 0.0], [0.0, 1.0], [0.0, 2.0]]  # what write() logs as lists
+    output = {"labels": ["a"] * 3, "probabilities": [[1.0, 0.0]] * 3}
+    packed = log_row("packed", ("m", "1"), 3, np.array(rows), output, time.time(), owner=A.owner)
+    PredictionLogRepo(engine).record([packed])
+
+    body, _ = page(engine)
+    by_id = {r["request_id"]: r for r in body}
+    named = [dict(zip(NAMES, row, strict=True)) for row in rows]
+    assert by_id["packed"]["input"] == by_id[lists[0]]["input"] == named
+    assert "input_packed" not in by_id["packed"]
+
+
 def test_a_row_too_big_for_any_page_comes_without_its_data(engine: Engine) -> None:
     [big] = write(engine, 1, A.owner, rows=2000)
     [small] = write(engine, 1, A.owner)

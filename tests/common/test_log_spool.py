@@ -35,7 +35,8 @@ from dev.services import ManagedProcess, start_redis, wait_until
 
 REDIS_DB = 60  # of the session's Redis (tests/conftest.py); keys are per test, by prefix
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-COLUMNS = [c.name for c in PredictionLog.__table__.columns if c.name != "id"]
+# A row as it was given to the log: its inputs whichever column holds them (inputs()).
+COLUMNS = [c.name for c in PredictionLog.__table__.columns if c.name not in {"id", "input_packed"}]
 # Overflow pages: a row that makes the file grow, so a full one refuses it.
 BIG_INPUT = [[0.125] * 4000]
 
@@ -68,7 +69,7 @@ def table_rows(engine: Engine) -> dict[str, dict[str, Any]]:
     repo = PredictionLogRepo(engine)
     found = {}
     for logged in repo.newest(100_000):
-        values = {name: getattr(logged, name) for name in COLUMNS}
+        values = {name: getattr(logged, name) for name in COLUMNS} | {"input": logged.inputs()}
         when = values["created_at"]  # SQLite keeps no time zone; PostgreSQL gives its own
         values["created_at"] = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
         found[logged.request_id] = values
@@ -198,15 +199,18 @@ def test_the_spool_is_one_stream_entry_per_row_under_the_cache_prefix(
     entries = client.xrange(spool.key)
     assert [set(fields) for _, fields in entries] == [{b"row"}, {b"row"}]
     assert [decode_row(fields[b"row"])["request_id"] for _, fields in entries] == [
-        "req-00001", "req-00002"]
+        "req-00001",
+        "req-00002",
+    ]
 
 
 def test_the_spool_from_settings_is_on_the_result_backend_under_the_cache_prefix(
     redis_url: str, client: redis.Redis, prefix: str
 ) -> None:
     backend = f"{redis_url.rsplit('/', 1)[0]}/{REDIS_DB}"
-    settings = Settings(redis_url="redis://127.0.0.1:1/0", result_backend_url=backend,
-                        cache_prefix=prefix)
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0", result_backend_url=backend, cache_prefix=prefix
+    )
     spool = LogSpool.from_settings(settings)
     try:
         spool.append([row(1)])

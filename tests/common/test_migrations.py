@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -17,8 +18,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
 from common.prediction_log import PredictionLogRepo, create_log_engine
-from common.prediction_log.migrate import _config, current, head, upgrade
+from common.prediction_log.migrate import TABLE, _config, current, head, upgrade
 from common.tables import Base
+
+PAGE_ROWS = 100  # 0004's downgrade rewrites this many rows at a time
 
 
 def schema_differences(engine: Engine) -> list[Any]:
@@ -49,7 +52,7 @@ def old_row(engine: Engine, request_id: str) -> None:
 
 def check_from_empty(engine: Engine) -> None:
     assert current(engine) is None
-    assert upgrade(engine) == head() == "0003"
+    assert upgrade(engine) == head() == "0004"
     assert schema_differences(engine) == []
     assert upgrade(engine) == head()  # again: nothing to do
 
@@ -86,6 +89,37 @@ def test_down_to_the_first_revision_and_up_again(sqlite: Engine) -> None:
     columns = {c["name"] for c in inspect(sqlite).get_columns("prediction_log")}
     assert "owner" not in columns and "shadow" not in columns
     assert upgrade(sqlite) == head() and schema_differences(sqlite) == []
+
+
+def check_packed_inputs_down_and_up(engine: Engine) -> None:
+    """Down from 0004, a worker's packed inputs are written back as JSON, not lost."""
+    import numpy as np
+
+    from common.log_rows import log_row
+
+    upgrade(engine)
+    values = [[0.5, -0.0], [1 / 3, 5e-324]]
+    matrix = np.array(values, dtype="<f8")
+    PredictionLogRepo(engine).record(
+        [
+            log_row(f"packed-{n}", ("xgboost", "1"), 2, matrix, None, 0.0)
+            for n in range(PAGE_ROWS + 1)  # more than one page of the downgrade
+        ]
+    )
+    with engine.connect() as connection:
+        command.downgrade(_config(connection), "0003")
+        connection.commit()
+    assert "input_packed" not in {c["name"] for c in inspect(engine).get_columns(TABLE)}
+    with engine.connect() as connection:  # the 0003 schema: not the ORM's table
+        texts = connection.execute(text("SELECT input FROM prediction_log")).scalars().all()
+    assert len(texts) == PAGE_ROWS + 1
+    # SQLite gives the JSON's text; psycopg parses PostgreSQL's json itself
+    assert all((orjson.loads(t) if isinstance(t, str) else t) == values for t in texts)
+    assert upgrade(engine) == head() and schema_differences(engine) == []
+
+
+def test_packed_inputs_down_to_0003_and_up_again(sqlite: Engine) -> None:
+    check_packed_inputs_down_and_up(sqlite)
 
 
 def _upgrade_at_once(url: str, barrier: Any, results: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import threading
 import time
@@ -135,17 +136,43 @@ def test_record_writes_every_column(repo: PredictionLogRepo) -> None:
     assert row.created_at.replace(tzinfo=UTC) == T0
 
 
-def test_a_worker_s_matrix_of_inputs_is_logged_as_the_same_json_as_lists(
+def test_a_worker_s_matrix_of_inputs_is_logged_as_its_float64_bytes(
     repo: PredictionLogRepo, engine: Engine
 ) -> None:
+    """Lists stay JSON; a matrix is kept as its bytes (JSON null beside them) and read
+    back as the same rows, bit for bit, even from a view with other strides."""
     values = [[0.1, -0.0, 5e-324], [1 / 3, 3.4e38, 2.0**53 + 2]]
     matrix = np.frombuffer(np.array(values).tobytes(), dtype="<f8").reshape(2, 3)
-    repo.record([entry("lists", input=values), entry("matrix", input=matrix[0:2])])
+    wide = np.array([[v, 9.0] for row in values for v in row]).reshape(2, 6)[:, ::2]
+    repo.record(
+        [
+            entry("lists", n_rows=2, input=values),
+            entry("matrix", n_rows=2, input=matrix[0:2]),
+            entry("strided", n_rows=2, input=wide),
+        ]
+    )
 
+    query = text("SELECT request_id, input, input_packed FROM prediction_log")
     with engine.connect() as conn:
-        texts = dict(conn.execute(text("SELECT request_id, input FROM prediction_log")).all())
-    assert texts["matrix"] == texts["lists"] == orjson.dumps(values).decode()
-    assert {row.request_id: row.input for row in repo.newest(10)}["matrix"] == values
+        stored = {r[0]: r[1:] for r in conn.execute(query)}
+    assert stored["lists"] == (orjson.dumps(values).decode(), None)
+    assert stored["matrix"] == ("null", matrix.tobytes())
+    assert stored["strided"] == ("null", matrix.tobytes())
+    read = {row.request_id: row.inputs() for row in repo.newest(10)}
+    assert read["lists"] == read["matrix"] == read["strided"] == values
+    assert [math.copysign(1.0, r[0][1]) for r in read.values()] == [-1.0] * 3
+
+
+def test_a_matrix_that_is_not_n_rows_of_float64_stays_json(repo: PredictionLogRepo) -> None:
+    values = [[1.0, 2.0]]
+    repo.record(
+        [
+            entry("ints", n_rows=1, input=np.array([[1, 2]])),
+            entry("counted-wrong", n_rows=2, input=np.array(values)),
+        ]
+    )
+    read = {row.request_id: (row.input, row.input_packed) for row in repo.newest(10)}
+    assert read == {"ints": ([[1, 2]], None), "counted-wrong": (values, None)}
 
 
 def test_record_of_nothing_is_a_no_op(repo: PredictionLogRepo) -> None:

@@ -69,6 +69,9 @@ def test_a_big_request_s_rows_are_claimed_read_once_and_deleted(
     assert seen == ["SET", "GET", "UNLINK"]  # stored by the API, read once, then deleted
     assert not list(other.scan_iter(match=f"{prefix}claimed-rows:*"))
     other.close()
+    # logged as the float64 bytes the worker read, not as JSON text (common/tables.py)
+    [logged] = [e for e in stack_log(stack) if e.request_id == response.json()["request_id"]]
+    assert logged.input is None and logged.input_packed == sample.tobytes()
 
 
 def claimed_args(meta: Any, request_id: str, rows: list[list[float]]) -> list[Any]:

@@ -27,7 +27,11 @@ from common.prediction_log import (
 from common.schemas import LogEntry
 from common.tables import PredictionLog
 from dev.postgres import find_postgres_bin, start_postgres, stop_postgres
-from tests.common.test_migrations import check_from_an_unstamped_release, check_from_empty
+from tests.common.test_migrations import (
+    check_from_an_unstamped_release,
+    check_from_empty,
+    check_packed_inputs_down_and_up,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -341,3 +345,16 @@ def test_migrations_from_an_empty_database(fresh_database: Engine) -> None:
 @pytest.mark.parametrize("revision", ["0001", "0002"])
 def test_migrations_from_a_release_before_migrations(fresh_database: Engine, revision: str) -> None:
     check_from_an_unstamped_release(fresh_database, revision)
+
+
+def test_packed_inputs_down_to_0003_and_up_again(fresh_database: Engine) -> None:
+    check_packed_inputs_down_and_up(fresh_database)
+
+
+def test_a_worker_s_matrix_of_inputs_is_read_back_as_its_rows(repo: PredictionLogRepo) -> None:
+    import numpy as np
+
+    values = [[0.1, -0.0, 5e-324], [1 / 3, 3.4e38, 2.0**53 + 2]]
+    repo.record([make_entry("packed", n_rows=2, input=np.array(values, dtype="<f8"))])
+    [row] = repo.newest(1)
+    assert row.input is None and row.input_packed is not None and row.inputs() == values
