@@ -21,6 +21,7 @@ from common.errors import WorkerCrashed
 from common.heap import settle_heap
 from common.jobs import Job, JobStore
 from common.prediction_log import (
+    DATABASE_ERRORS,
     LogSink,
     LogSpool,
     PredictionLogRepo,
@@ -93,7 +94,9 @@ class ServingTask(Task):  # type: ignore[misc]
                 # through fork: leave the parent's database connections to the parent.
                 self._resources.log_repo.engine.dispose(close=False)
             # On the base class: every task of the process shares one set.
-            ServingTask._resources = build_resources(self.app, self.settings)
+            ServingTask._resources = build_resources(
+                self.app, self.settings, database_may_be_down=True
+            )
             settle_heap()  # the process's own startup, frozen too (common/heap.py)
         assert self._resources is not None
         return self._resources
@@ -131,7 +134,10 @@ def redelivered_id(task: Any) -> str | None:
     return task.request.id if info.get("redelivered") else None
 
 
-def build_resources(app: Any, settings: Settings) -> Resources:
+def build_resources(app: Any, settings: Settings, database_may_be_down: bool = False) -> Resources:
+    """A process's resources; `database_may_be_down` for a pool process, built on its
+    first task: it predicts even while the log's database is down (its rows spool), as
+    the main process's housekeeping checked the schema at the worker's start."""
     from threadpoolctl import threadpool_limits
 
     # One BLAS/OpenMP thread per process: prefork children must not oversubscribe.
@@ -141,7 +147,12 @@ def build_resources(app: Any, settings: Settings) -> Resources:
     )
     epoch_key = models_epoch_key(settings.cache_prefix)
     engine = create_log_engine(settings.database_url)
-    create_tables(engine)
+    try:
+        create_tables(engine)
+    except DATABASE_ERRORS as exc:
+        if not database_may_be_down:
+            raise
+        log.warning("the prediction log's schema was not checked (%s); rows spool", exc)
     registry = Registry(create_store(settings))
     models = ModelCache(
         registry,

@@ -12,11 +12,12 @@ default, PostgreSQL for several hosts).
 from common.prediction_log.engine import create_log_engine, create_tables
 from common.prediction_log.repo import PredictionLogRepo
 from common.prediction_log.retention import purge_older_than
-from common.prediction_log.sink import LogSink
+from common.prediction_log.sink import DATABASE_ERRORS, LogSink
 from common.prediction_log.spool import LogSpool, dead_letter_key, spool_key
 from common.prediction_log.writer import BackgroundLogWriter
 
 __all__ = [
+    "DATABASE_ERRORS",
     "BackgroundLogWriter",
     "LogSink",
     "LogSpool",
