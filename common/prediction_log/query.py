@@ -20,8 +20,7 @@ import orjson
 from sqlalchemy import Engine, Select, select
 
 from common.errors import InvalidInput
-from common.float64_rows import float64_rows_of
-from common.tables import PredictionLog
+from common.tables import PredictionLog, logged_inputs
 from common.tenancy import Tenant
 
 # Rows fetched from the database at once: a handful, since one may be megabytes.
@@ -161,8 +160,7 @@ def encode_entry(row: Any, names: FeatureNames, truncated: bool = False) -> byte
     if truncated:
         entry["input"] = entry["output"] = None
     else:
-        packed = row["input_packed"]
-        inputs = entry["input"] if packed is None else float64_rows_of(packed, entry["n_rows"])
+        inputs = logged_inputs(entry["input"], row["input_packed"], entry["n_rows"])
         entry["input"] = name_inputs(inputs, names(entry["model_type"], entry["version"]))
     entry["shadow"] = bool(entry["shadow"])  # None on rows from before shadows
     entry["truncated"] = truncated
