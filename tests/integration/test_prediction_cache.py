@@ -12,7 +12,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from common.cache import PredictionCache
+from common.cache import SET_ALL, PredictionCache
 from dev.services import free_port
 
 pytestmark = pytest.mark.integration
@@ -58,10 +58,11 @@ def test_lookups_made_together_go_as_one_mget_and_each_gets_its_value(
     assert commands_run(sync, "mget") - before == 1
 
 
-def test_writes_go_as_one_pipeline_with_the_ttl_and_read_back_at_once(
+def test_writes_go_as_one_command_with_the_ttl_and_read_back_at_once(
     redis_db_url: str, sync: redis.Redis
 ) -> None:
-    before = commands_run(sync, "set")
+    sync.script_load(SET_ALL)  # loaded already, as after a process's first write
+    before, scripts_before = commands_run(sync, "set"), commands_run(sync, "evalsha")
 
     async def scenario(client: aioredis.Redis) -> tuple[bytes | None, int]:
         cache = PredictionCache(client, ttl_seconds=60)
@@ -76,6 +77,7 @@ def test_writes_go_as_one_pipeline_with_the_ttl_and_read_back_at_once(
     assert mine == b"value 7"
     assert in_redis_before_flush == 0  # read back from this process, not from Redis
     assert commands_run(sync, "set") - before == 20
+    assert commands_run(sync, "evalsha") - scripts_before == 1  # all 20 in one script call
     assert sync.get("w19") == b"value 19"
     assert 55 <= sync.ttl("w3") <= 60
 
