@@ -53,8 +53,9 @@ class PredictionCache:
     """The prediction cache on Redis, with its round trips shared by concurrent requests.
 
     Lookups made in one turn of the event loop go out together as one MGET in the next,
-    and writes as one script call (SET_ALL) after the answers have gone: under load a request pays
-    for a fraction of a round trip instead of two, and an idle one waits one loop turn.
+    and writes as one script call (SET_ALL) after the answers have gone: under load a
+    request pays for a fraction of a round trip instead of two, and an idle one waits
+    one loop turn.
     A write is visible to this process's own lookups at once, before it reaches Redis.
     """
 
