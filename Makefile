@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements*.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench scale-bench big-job soak isolation venv lint clean docs-assets
+.PHONY: run test bench api-cpu scale-bench big-job soak isolation venv lint clean docs-assets
 
 $(STAMP): requirements.txt requirements-api.txt requirements-worker.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
@@ -50,6 +50,11 @@ docs-assets:
 
 bench: $(STAMP)
 	$(PY) -m bench.sync_predict
+
+# Not in CI: the API's own CPU per one-row miss, in one process with a stand-in for the
+# workers (and the bare app's, the same way). Prints the `api_cpu:` lines.
+api-cpu: $(STAMP)
+	$(PY) -m bench.api_cpu --bare
 
 # Not in CI: cache-miss throughput and a 100,000-row job with 1, 2 and 3 worker hosts, each
 # a network namespace held to a fifth of a CPU (dev/hosts; Linux, as root). Prints the
