@@ -117,7 +117,8 @@ def stand_in_worker(app: Any, seconds: float) -> None:
         await asyncio.sleep(seconds)
         n_rows = sum(len(request.rows) for request in batch)
         classes = [str(c) for c in meta.classes]
-        return {"labels": [classes[0]] * n_rows, "probabilities": [[0.5, 0.5]] * n_rows}
+        even = [1 / len(classes)] * len(classes)  # one probability per class, any model
+        return {"labels": [classes[0]] * n_rows, "probabilities": [even] * n_rows}
 
     batcher.dispatch = dispatch
 
