@@ -18,8 +18,16 @@ from bench.stack import ROOT
 def test_a_run_reports_both_apps_cpu_per_request() -> None:
     """A real run, small: a private Redis, the demo models, every answer a 200."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.api_cpu", "--requests", "160", "--concurrency", "8"]
-        + ["--bare"],
+        [
+            sys.executable,
+            "-m",
+            "bench.api_cpu",
+            "--bare",
+            "--requests",
+            "160",
+            "--concurrency",
+            "8",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
