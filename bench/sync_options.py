@@ -102,6 +102,16 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
         help=f"connection counts for the {BIG_ROWS:,}-row requests (default 1,4)",
     )
     parser.add_argument(
+        "--pairs",
+        type=int,
+        default=5,
+        help="back-to-back rounds of cache misses and naive Celery at c=1 for the c=1 "
+        "target (bench/sync_pairs.py; default 5, 0: none)",
+    )
+    parser.add_argument(
+        "--pair-duration", type=float, default=5.0, help="seconds measured per pair window"
+    )
+    parser.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
         default=None,

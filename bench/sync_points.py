@@ -26,6 +26,7 @@ from bench.stack import (
     warm_stack,
 )
 from bench.sync_options import BIG_ROWS, SCENARIOS, TARGET_SERVICES, BodyFormat, Scenario
+from bench.sync_pairs import Pair, run_pairs
 
 # A body format and rows per request -> the templates of its bodies.
 Templates = dict[tuple[BodyFormat, int], list[BodyTemplate]]
@@ -194,7 +195,9 @@ def warm_up(context: RunContext, templates: Templates) -> int:
     return next(ids)
 
 
-def run_all(context: RunContext) -> tuple[list[Point], list[Profiled]]:
+def run_all(context: RunContext) -> tuple[list[Point], list[Pair], list[Profiled]]:
+    """Every scenario at each concurrency, then the back-to-back pairs at c=1
+    (bench/sync_pairs.py)."""
     templates = body_templates(demo_rows())
     check_targets(context.servers, templates)
     next_id = warm_up(context, templates)
@@ -214,7 +217,8 @@ def run_all(context: RunContext) -> tuple[list[Point], list[Profiled]]:
             point, result = run_point(scenario, concurrency, plan, context, profiles)
             points.append(point)
             next_id = max(next_id, result.next_id)
-    return with_ratios(points), profiles
+    pairs, _ = run_pairs(context, templates, next_id, profiles)
+    return with_ratios(points), pairs, profiles
 
 
 def with_ratios(points: list[Point]) -> list[Point]:

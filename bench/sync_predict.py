@@ -18,6 +18,11 @@ installed) at several concurrencies:
   1,000-row requests every row of every body unique, on the bare app and on the stack
                      (at --big-concurrency; the ratio is to the bare app's 1,000 rows)
 
+Then, for the c=1 target, `--pairs N` rounds (default 5) of cache misses and naive Celery
+at c=1, one right after the other in alternating order, `--pair-duration` seconds each
+(default 5; bench/sync_pairs.py): the target's figure is the median of the rounds' p50
+ratios, since the main sequence measures the two minutes apart on a drifting machine.
+
 It prints a Markdown table (req/s, p50, p99, errors, req/s relative to bare), the rows/s
 of the 1,000-row requests, and the CPU each process used during each window, and writes
 bench/results/sync_predict.json (bench/sync_results.py; the scenarios and options are in
@@ -67,10 +72,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def benchmark(started: float) -> Callable[[RunContext], int]:
     def run(context: RunContext) -> int:
-        points, profiles = run_all(context)
+        points, pairs, profiles = run_all(context)
         meta = run_meta(context, time.monotonic() - started)
-        write_results(meta, points)
-        print_report(context, meta, points, profiles)
+        write_results(meta, points, pairs=pairs)
+        print_report(context, meta, points, profiles, pairs)
         return 0
 
     return run

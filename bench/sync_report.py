@@ -3,11 +3,13 @@ verdict, the CPU table and the profiles (bench/sync_predict.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bench import profile
 from bench.stack import ROOT, RunContext, generator_processes
 from bench.sync_options import BIG_ROWS, STACK_BIG
+from bench.sync_pairs import Pair
 from bench.sync_points import Point, Profiled
 from bench.sync_results import RESULTS_PATH
 from bench.sync_targets import judge, targets_table
@@ -152,18 +154,41 @@ def print_cpu(context: RunContext, points: list[Point]) -> None:
         )
 
 
+def pairs_table(pairs: Sequence[Pair]) -> str:
+    rows = [
+        [
+            str(p.round),
+            p.first,
+            f"{p.miss_p50_ms:.2f}",
+            f"{p.naive_p50_ms:.2f}",
+            f"{p.ratio:.2f}x",
+            str(p.errors),
+        ]
+        for p in pairs
+    ]
+    headers = ["pair", "measured first", "miss p50 ms", "naive p50 ms", "ratio", "errors"]
+    return markdown_table(headers, rows)
+
+
 def print_report(
-    context: RunContext, meta: dict[str, Any], points: list[Point], profiles: list[Profiled]
+    context: RunContext,
+    meta: dict[str, Any],
+    points: list[Point],
+    profiles: list[Profiled],
+    pairs: Sequence[Pair] = (),
 ) -> None:
     print(heading(meta, set(context.servers.targets)))
     print(results_table(points))
     if any(p.rows_per_request > 1 for p in points):
         print(f"\nRequests of {BIG_ROWS:,} rows, every row unique:\n")
         print(rows_table(points))
+    if pairs:
+        print("\nCache misses and naive Celery at c=1, back to back (bench/sync_pairs.py):\n")
+        print(pairs_table(pairs))
     if verdict := target_verdict(points):
         print(f"\n{verdict}")
     print("\nIssue 15's targets, from this run:\n")
-    print(targets_table(judge(points)))
+    print(targets_table(judge(points, pairs)))
     print_cpu(context, points)
     if profiles:
         print(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from bench.naive_worker import QUEUE as NAIVE_QUEUE
 from bench.procs import affinity_of, usable_cores
 from bench.stack import NAIVE_REDIS_DB, ROOT, RunContext, Topology, generator_processes
 from bench.sync_options import SCENARIOS
+from bench.sync_pairs import Pair
 from bench.sync_points import Point
 from bench.sync_targets import judge
 
@@ -72,8 +74,18 @@ def run_meta(context: RunContext, elapsed: float) -> dict[str, Any]:
     return meta
 
 
-def write_results(meta: dict[str, Any], points: list[Point], path: Path = RESULTS_PATH) -> None:
+def write_results(
+    meta: dict[str, Any],
+    points: list[Point],
+    path: Path = RESULTS_PATH,
+    pairs: Sequence[Pair] = (),
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    targets = [asdict(v) for v in judge(points)]
-    document = {"meta": meta, "targets": targets, "points": [asdict(p) for p in points]}
+    targets = [asdict(v) for v in judge(points, pairs)]
+    document = {
+        "meta": meta,
+        "targets": targets,
+        "points": [asdict(p) for p in points],
+        "pairs": [asdict(p) | {"ratio": round(p.ratio, 3)} for p in pairs],
+    }
     path.write_text(json.dumps(document, indent=2) + "\n")
