@@ -18,10 +18,12 @@ installed) at several concurrencies:
   1,000-row requests every row of every body unique, on the bare app and on the stack
                      (at --big-concurrency; the ratio is to the bare app's 1,000 rows)
 
-Then, for the c=1 target, `--pairs N` rounds (default 5) of cache misses and naive Celery
-at c=1, one right after the other in alternating order, `--pair-duration` seconds each
-(default 5; bench/sync_pairs.py): the target's figure is the median of the rounds' p50
-ratios, since the main sequence measures the two minutes apart on a drifting machine.
+Then, for the two targets whose margin is inside the machine's drift, `--pairs N` rounds
+(default 5) of the two scenarios they compare, one right after the other in alternating
+order, `--pair-duration` seconds each (default 5; bench/sync_pairs.py): cache misses
+against naive Celery's p50 at c=1, and against the bare endpoint's req/s at c=64. Those
+targets' figures are the medians of the rounds' ratios, since the main sequence measures
+the two minutes apart.
 
 It prints a Markdown table (req/s, p50, p99, errors, req/s relative to bare), the rows/s
 of the 1,000-row requests, and the CPU each process used during each window, and writes

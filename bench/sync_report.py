@@ -157,16 +157,17 @@ def print_cpu(context: RunContext, points: list[Point]) -> None:
 def pairs_table(pairs: Sequence[Pair]) -> str:
     rows = [
         [
+            f"{p.comparison.subject} vs {p.comparison.reference}, c={p.comparison.concurrency}",
             str(p.round),
             p.first,
-            f"{p.miss_p50_ms:.2f}",
-            f"{p.naive_p50_ms:.2f}",
+            f"{p.subject_value:,.2f}",
+            f"{p.reference_value:,.2f}",
             f"{p.ratio:.2f}x",
             str(p.errors),
         ]
         for p in pairs
     ]
-    headers = ["pair", "measured first", "miss p50 ms", "naive p50 ms", "ratio", "errors"]
+    headers = ["comparison", "pair", "measured first", "subject", "reference", "ratio", "errors"]
     return markdown_table(headers, rows)
 
 
@@ -183,7 +184,7 @@ def print_report(
         print(f"\nRequests of {BIG_ROWS:,} rows, every row unique:\n")
         print(rows_table(points))
     if pairs:
-        print("\nCache misses and naive Celery at c=1, back to back (bench/sync_pairs.py):\n")
+        print("\nBack-to-back pairs (bench/sync_pairs.py; p50 ms at c=1, req/s at c=64):\n")
         print(pairs_table(pairs))
     if verdict := target_verdict(points):
         print(f"\n{verdict}")

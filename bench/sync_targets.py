@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.sync_options import BARE, BARE_BIG, HIT, MISS, MLSERVER, NAIVE, STACK_BIG
-from bench.sync_pairs import Pair, median_ratio
+from bench.sync_pairs import COMPARISONS, Comparison, Pair, median_ratio
 from bench.sync_points import Point
 from bench.tables import markdown_table
 
 P99_LIMIT_MS = 150.0
+C1, C64 = COMPARISONS  # misses vs naive Celery at c=1, misses vs bare at c=64
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,32 @@ def _at(points: list[Point], scenario: str, concurrency: int) -> Point | None:
     return next(found, None)
 
 
-def _ratio(name: str, point: Point | None, base: Point | None, goal: float) -> Verdict:
-    if point is None or base is None or not base.rps:
+def _ratio(
+    name: str,
+    point: Point | None,
+    base: Point | None,
+    goal: float,
+    pairs: Sequence[Pair] = (),
+    comparison: Comparison | None = None,
+) -> Verdict:
+    figure = None
+    if point is not None and base is not None and base.rps:
+        value = point.rps / base.rps
+        figure = f"{value:.2f}x ({point.rps:,.0f} vs {base.rps:,.0f} req/s)"
+    if comparison is not None and (paired := median_ratio(pairs, comparison)) is not None:
+        return Verdict(name, _paired_figure(paired, pairs, comparison, figure), paired >= goal)
+    if figure is None:
         return Verdict(name, "not measured", None)
-    value = point.rps / base.rps
-    figure = f"{value:.2f}x ({point.rps:,.0f} vs {base.rps:,.0f} req/s)"
     return Verdict(name, figure, value >= goal)
+
+
+def _paired_figure(
+    median: float, pairs: Sequence[Pair], comparison: Comparison, single: str | None
+) -> str:
+    each = ", ".join(f"{p.ratio:.2f}" for p in pairs if p.comparison == comparison)
+    rounds = sum(1 for p in pairs if p.comparison == comparison)
+    figure = f"{median:.2f}x, median of {rounds} back-to-back pairs ({each})"
+    return figure + (f"; single windows {single}" if single is not None else "")
 
 
 def judge(points: list[Point], pairs: Sequence[Pair] = ()) -> list[Verdict]:
@@ -42,7 +63,7 @@ def judge(points: list[Point], pairs: Sequence[Pair] = ()) -> list[Verdict]:
         return _at(points, scenario, concurrency)
 
     return [
-        _ratio("misses, c=64: >= 0.9x bare", at(MISS, 64), at(BARE, 64), 0.9),
+        _ratio("misses, c=64: >= 0.9x bare", at(MISS, 64), at(BARE, 64), 0.9, pairs, C64),
         _ratio("misses, c=64: >= MLServer-batching's req/s", at(MISS, 64), at(MLSERVER, 64), 1.0),
         _p50_vs_naive(at(MISS, 1), at(NAIVE, 1), pairs),
         _big_rows(points),
@@ -54,17 +75,13 @@ def judge(points: list[Point], pairs: Sequence[Pair] = ()) -> list[Verdict]:
 
 def _p50_vs_naive(miss: Point | None, naive: Point | None, pairs: Sequence[Pair]) -> Verdict:
     name = "misses, c=1: p50 <= 0.8x naive Celery's"
-    single = None
+    single = figure = None
     if miss is not None and naive is not None and naive.p50_ms:
         single = miss.p50_ms / naive.p50_ms
         figure = f"{single:.2f}x ({miss.p50_ms:.2f} ms vs {naive.p50_ms:.2f} ms)"
-    if (paired := median_ratio(list(pairs))) is not None:
-        each = ", ".join(f"{p.ratio:.2f}" for p in pairs)
-        figure = f"{paired:.2f}x, median of {len(pairs)} back-to-back pairs ({each})" + (
-            f"; single windows {figure}" if single is not None else ""
-        )
-        return Verdict(name, figure, paired <= 0.8)
-    if single is None:
+    if (paired := median_ratio(pairs, C1)) is not None:
+        return Verdict(name, _paired_figure(paired, pairs, C1, figure), paired <= 0.8)
+    if single is None or figure is None:
         return Verdict(name, "not measured", None)
     return Verdict(name, figure, single <= 0.8)
 
