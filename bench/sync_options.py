@@ -105,8 +105,9 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
         "--pairs",
         type=int,
         default=5,
-        help="back-to-back rounds of cache misses and naive Celery at c=1 for the c=1 "
-        "target (bench/sync_pairs.py; default 5, 0: none)",
+        help="back-to-back rounds of the two scenarios each drift-bound target compares "
+        "(misses vs naive Celery at c=1, misses vs bare at c=64; bench/sync_pairs.py; "
+        "default 5, 0: none)",
     )
     parser.add_argument(
         "--pair-duration", type=float, default=5.0, help="seconds measured per pair window"

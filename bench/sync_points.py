@@ -196,7 +196,7 @@ def warm_up(context: RunContext, templates: Templates) -> int:
 
 
 def run_all(context: RunContext) -> tuple[list[Point], list[Pair], list[Profiled]]:
-    """Every scenario at each concurrency, then the back-to-back pairs at c=1
+    """Every scenario at each concurrency, then the back-to-back pairs
     (bench/sync_pairs.py)."""
     templates = body_templates(demo_rows())
     check_targets(context.servers, templates)

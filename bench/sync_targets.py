@@ -1,6 +1,8 @@
 """Issue 15's targets, judged on one run's points: each target's figure beside the target,
-and whether it is met (None: the run lacked a scenario it needs). `make bench` prints them
-and writes them into bench/results/sync_predict.json."""
+and whether it is met (None: the run lacked a scenario it needs). The two targets inside
+the machine's drift are judged by the run's back-to-back pairs when it has them
+(bench/sync_pairs.py). `make bench` prints them and writes them into
+bench/results/sync_predict.json."""
 
 from __future__ import annotations
 
@@ -57,7 +59,8 @@ def _paired_figure(
 
 
 def judge(points: list[Point], pairs: Sequence[Pair] = ()) -> list[Verdict]:
-    """`pairs`, when the run has them, judge the c=1 target (bench/sync_pairs.py)."""
+    """`pairs`, when the run has them, judge the targets of their comparisons (misses vs
+    naive Celery at c=1, misses vs bare at c=64; bench/sync_pairs.py) by their median."""
 
     def at(scenario: str, concurrency: int) -> Point | None:
         return _at(points, scenario, concurrency)
