@@ -69,9 +69,11 @@ def _scenario(name: str) -> Scenario:
 
 
 def wanted(context: RunContext) -> list[Comparison]:
-    """The comparisons whose two scenarios, at their concurrency, the run measures."""
+    """The comparisons whose two scenarios, at their concurrency, the run measures; none
+    in a profiled run (py-spy slows what it samples, and a pair's recordings would replace
+    the main points' files)."""
     options = context.options
-    if options.pairs <= 0:
+    if options.pairs <= 0 or options.profile is not None:
         return []
     names = {s.name for s in options.scenarios}
     return [

@@ -23,7 +23,7 @@ Then, for the two targets whose margin is inside the machine's drift, `--pairs N
 order, `--pair-duration` seconds each (default 5; bench/sync_pairs.py): cache misses
 against naive Celery's p50 at c=1, and against the bare endpoint's req/s at c=64. Those
 targets' figures are the medians of the rounds' ratios, since the main sequence measures
-the two minutes apart.
+the two minutes apart. A profiled run (`--profile`) has no pairs.
 
 It prints a Markdown table (req/s, p50, p99, errors, req/s relative to bare), the rows/s
 of the 1,000-row requests, and the CPU each process used during each window, and writes

@@ -147,9 +147,11 @@ def test_the_results_file_keeps_each_pair_and_its_ratio(tmp_path: Path) -> None:
 
 
 def test_pairs_run_only_for_comparisons_the_run_measures() -> None:
-    def wanted_for(keys: str, concurrency: list[int], rounds: int = 5) -> list[Comparison]:
+    def wanted_for(
+        keys: str, concurrency: list[int], rounds: int = 5, profile: str | None = None
+    ) -> list[Comparison]:
         options = SimpleNamespace(
-            pairs=rounds, scenarios=scenario_list(keys), concurrency=concurrency
+            pairs=rounds, scenarios=scenario_list(keys), concurrency=concurrency, profile=profile
         )
         return wanted(SimpleNamespace(options=options))  # type: ignore[arg-type]
 
@@ -157,3 +159,4 @@ def test_pairs_run_only_for_comparisons_the_run_measures() -> None:
     assert wanted_for("bare,miss,naive", [1, 16]) == [C1]
     assert wanted_for("bare,miss", [1, 64]) == [C64]
     assert wanted_for("bare,miss,naive", [1, 64], rounds=0) == []
+    assert wanted_for("bare,miss,naive", [1, 64], profile="/tmp/profiles") == []
