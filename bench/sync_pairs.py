@@ -5,7 +5,7 @@ alternating order.
 The main sequence measures them minutes apart (every concurrency of one scenario comes
 before the next scenario), and this shared machine drifts by more than the targets'
 margins in that time: naive Celery's own c=1 p50 ranged from 10.95 to 14.62 ms across
-runs of one afternoon, and the bare endpoint's c=64 req/s from 798 to 1,315. A pair's two
+one session's runs, and the bare endpoint's c=64 req/s from 798 to 1,315. A pair's two
 windows are seconds apart and the order alternates, so a drift during the pairs weighs on
 both sides alike. Such a target's figure is the median of the rounds' ratios; the single
 windows of the main sequence are shown beside it.
@@ -85,9 +85,9 @@ def wanted(context: RunContext) -> list[Comparison]:
 
 def run_pairs(
     context: RunContext, templates: Templates, next_id: int, profiles: list[Profiled]
-) -> tuple[list[Pair], int]:
-    """Every wanted comparison's rounds, and the next unused body id (every body stays
-    unique)."""
+) -> list[Pair]:
+    """Every wanted comparison's rounds, their bodies numbered from `next_id` on (every
+    body of the run stays unique)."""
     comparisons = wanted(context)
     options = context.options
     if comparisons:
@@ -97,7 +97,7 @@ def run_pairs(
         for index in range(options.pairs):
             pair, next_id = _round(comparison, index, context, templates, next_id, profiles)
             pairs.append(pair)
-    return pairs, next_id
+    return pairs
 
 
 def _round(

@@ -217,7 +217,7 @@ def run_all(context: RunContext) -> tuple[list[Point], list[Pair], list[Profiled
             point, result = run_point(scenario, concurrency, plan, context, profiles)
             points.append(point)
             next_id = max(next_id, result.next_id)
-    pairs, _ = run_pairs(context, templates, next_id, profiles)
+    pairs = run_pairs(context, templates, next_id, profiles)
     return with_ratios(points), pairs, profiles
 
 

@@ -86,6 +86,6 @@ def write_results(
         "meta": meta,
         "targets": targets,
         "points": [asdict(p) for p in points],
-        "pairs": [asdict(p) | {"ratio": round(p.ratio, 3)} for p in pairs],  # with its comparison
+        "pairs": [asdict(p) | {"ratio": round(p.ratio, 3)} for p in pairs],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")

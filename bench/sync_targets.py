@@ -6,7 +6,7 @@ bench/results/sync_predict.json."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench.sync_options import BARE, BARE_BIG, HIT, MISS, MLSERVER, NAIVE, STACK_BIG
@@ -38,24 +38,32 @@ def _ratio(
     pairs: Sequence[Pair] = (),
     comparison: Comparison | None = None,
 ) -> Verdict:
-    figure = None
+    single = None
     if point is not None and base is not None and base.rps:
         value = point.rps / base.rps
-        figure = f"{value:.2f}x ({point.rps:,.0f} vs {base.rps:,.0f} req/s)"
-    if comparison is not None and (paired := median_ratio(pairs, comparison)) is not None:
-        return Verdict(name, _paired_figure(paired, pairs, comparison, figure), paired >= goal)
-    if figure is None:
+        single = (value, f"{value:.2f}x ({point.rps:,.0f} vs {base.rps:,.0f} req/s)")
+    return _verdict(name, single, pairs, comparison, lambda ratio: ratio >= goal)
+
+
+def _verdict(
+    name: str,
+    single: tuple[float, str] | None,
+    pairs: Sequence[Pair],
+    comparison: Comparison | None,
+    meets: Callable[[float], bool],
+) -> Verdict:
+    """By the median of `comparison`'s pairs if the run has them, else by the single
+    windows' (ratio, figure); not measured without either."""
+    if comparison is not None and (median := median_ratio(pairs, comparison)) is not None:
+        rounds = [p for p in pairs if p.comparison == comparison]
+        each = ", ".join(f"{p.ratio:.2f}" for p in rounds)
+        figure = f"{median:.2f}x, median of {len(rounds)} back-to-back pairs ({each})"
+        if single is not None:
+            figure += f"; single windows {single[1]}"
+        return Verdict(name, figure, meets(median))
+    if single is None:
         return Verdict(name, "not measured", None)
-    return Verdict(name, figure, value >= goal)
-
-
-def _paired_figure(
-    median: float, pairs: Sequence[Pair], comparison: Comparison, single: str | None
-) -> str:
-    each = ", ".join(f"{p.ratio:.2f}" for p in pairs if p.comparison == comparison)
-    rounds = sum(1 for p in pairs if p.comparison == comparison)
-    figure = f"{median:.2f}x, median of {rounds} back-to-back pairs ({each})"
-    return figure + (f"; single windows {single}" if single is not None else "")
+    return Verdict(name, single[1], meets(single[0]))
 
 
 def judge(points: list[Point], pairs: Sequence[Pair] = ()) -> list[Verdict]:
@@ -78,15 +86,11 @@ def judge(points: list[Point], pairs: Sequence[Pair] = ()) -> list[Verdict]:
 
 def _p50_vs_naive(miss: Point | None, naive: Point | None, pairs: Sequence[Pair]) -> Verdict:
     name = "misses, c=1: p50 <= 0.8x naive Celery's"
-    single = figure = None
+    single = None
     if miss is not None and naive is not None and naive.p50_ms:
-        single = miss.p50_ms / naive.p50_ms
-        figure = f"{single:.2f}x ({miss.p50_ms:.2f} ms vs {naive.p50_ms:.2f} ms)"
-    if (paired := median_ratio(pairs, C1)) is not None:
-        return Verdict(name, _paired_figure(paired, pairs, C1, figure), paired <= 0.8)
-    if single is None or figure is None:
-        return Verdict(name, "not measured", None)
-    return Verdict(name, figure, single <= 0.8)
+        value = miss.p50_ms / naive.p50_ms
+        single = (value, f"{value:.2f}x ({miss.p50_ms:.2f} ms vs {naive.p50_ms:.2f} ms)")
+    return _verdict(name, single, pairs, C1, lambda ratio: ratio <= 0.8)
 
 
 def _big_rows(points: list[Point]) -> Verdict:
