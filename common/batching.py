@@ -18,6 +18,7 @@ from typing import Any
 from common import metrics
 from common.errors import PredictionTimeout
 from common.registry import ModelMetadata
+from common.request_results import CACHE_WRITTEN, split
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Request:
     # has them already: packed float64 values, or JSON text.
     encoded: bytes = b""
     owner: str = ""  # the tenant whose request this is: its log row is theirs
+    cache_key: str = ""  # where the worker caches the result; empty: the API caches it
 
 
 Dispatch = Callable[[ModelMetadata, list[Request]], Awaitable[dict[str, Any]]]
@@ -53,13 +55,15 @@ class MicroBatcher:
         received_at: float,
         encoded: bytes = b"",
         owner: str = "",
+        cache_key: str = "",
     ) -> dict[str, Any]:
+        """The request's own result; with CACHE_WRITTEN set if the worker cached it."""
         key = (meta.model_type, meta.version, meta.sha256)
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(self, meta)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        lane.add(Request(request_id, rows, received_at, future, encoded, owner))
+        lane.add(Request(request_id, rows, received_at, future, encoded, owner, cache_key))
         return await future
 
 
@@ -127,12 +131,7 @@ def _fail(request: Request, exc: BaseException) -> None:
 
 
 def _hand_out(batch: list[Request], result: dict[str, Any]) -> None:
-    labels, probabilities = result["labels"], result["probabilities"]
-    start = 0
-    for request in batch:
-        end = start + len(request.rows)
+    written = bool(result.get(CACHE_WRITTEN))
+    for request, own in zip(batch, split(result, (len(r.rows) for r in batch)), strict=True):
         if not request.future.done():
-            request.future.set_result(
-                {"labels": labels[start:end], "probabilities": probabilities[start:end]}
-            )
-        start = end
+            request.future.set_result({**own, CACHE_WRITTEN: True} if written else own)

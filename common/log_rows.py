@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.errors import ServingError
+from common.request_results import split
 from common.runtimes import Rows
 
 
@@ -69,14 +70,10 @@ def batch_rows(
     """One log row per request of a batch, with its own slice of inputs and outputs
     (`rows`: lists, or a worker's NumPy matrix, which the log writes as the same JSON)."""
     entries, start, worker = [], 0, worker_name()
+    outputs = split(result, (s.n_rows for s in segments)) if result is not None else None
     for segment in segments:
         end = start + segment.n_rows
-        output = None
-        if result is not None:
-            output = {
-                "labels": result["labels"][start:end],
-                "probabilities": result["probabilities"][start:end],
-            }
+        output = next(outputs) if outputs is not None else None
         entries.append(
             log_row(
                 segment.request_id,

@@ -257,6 +257,14 @@ class Settings(BaseSettings):
     def effective_cache_url(self) -> str:
         return self._with_credentials(self.cache_url or self.redis_url)
 
+    @property
+    def worker_writes_cache(self) -> bool:
+        """A miss's result is cached by the worker, in the script that stores it (one
+        round trip less for the API), when the cache and the results share a Redis."""
+        return self.cache_ttl_seconds > 0 and self.effective_cache_url == (
+            self.effective_result_backend_url
+        )
+
     def _with_credentials(self, url: str) -> str:
         return with_credentials(url, self.redis_username, self.redis_password)
 

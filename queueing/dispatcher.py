@@ -48,6 +48,7 @@ class BatchRequest(Protocol):
     received_at: float
     encoded: bytes  # encode_rows(meta, rows), or empty
     owner: str
+    cache_key: str  # where the worker caches the request's result, or empty
 
 
 def create_producer(settings: Settings) -> Celery:
@@ -77,8 +78,20 @@ def packed_rows(meta: Any, requests: Iterable[BatchRequest]) -> PackedRows:
     return PackedRows(data, len(meta.features))
 
 
-def predict_batch_message(meta: Any, requests: Sequence[BatchRequest]) -> PredictBatch:
-    segments = tuple(Segment(r.request_id, len(r.rows), r.received_at, r.owner) for r in requests)
+def predict_batch_message(
+    meta: Any, requests: Sequence[BatchRequest], cache_ttl: int = 0
+) -> PredictBatch:
+    segments = tuple(
+        Segment(
+            r.request_id,
+            len(r.rows),
+            r.received_at,
+            r.owner,
+            r.cache_key if cache_ttl > 0 else "",
+            cache_ttl if r.cache_key else 0,
+        )
+        for r in requests
+    )
     rows = packed_rows(meta, requests) if packable(meta) else rows_text(requests)
     return PredictBatch(Artifact.of(meta), rows, segments)
 
@@ -143,6 +156,7 @@ class CeleryDispatcher:
         self.tasks = TaskPublisher(settings)
         self.timeout = settings.predict_timeout_seconds
         self.claim_prefix, self.claim_ttl = settings.cache_prefix, settings.job_ttl_seconds
+        self.cache_ttl = settings.cache_ttl_seconds
         self.direct = (
             RedisTaskPublisher(producer, broker)
             if broker is not None and not settings.task_events
@@ -168,7 +182,7 @@ class CeleryDispatcher:
 
     async def predict_batch(self, meta: Any, requests: Sequence[BatchRequest]) -> dict[str, Any]:
         task_id = self.listener.new_task_id()
-        message, claimed = claim(predict_batch_message(meta, requests))
+        message, claimed = claim(predict_batch_message(meta, requests, self.cache_ttl))
         future = self.listener.expect(task_id)
         try:
             if claimed is not None:

@@ -52,12 +52,32 @@ class Artifact:
 @dataclass(frozen=True)
 class Segment:
     """One request inside a batch: its id, how many of the batch's rows are its own,
-    when the API received it, and whose it is (the tenant's digest; its log row's owner)."""
+    when the API received it, and whose it is (the tenant's digest; its log row's owner).
+
+    With a `cache_key`, the worker writes the request's result into the prediction cache
+    for `cache_ttl` seconds, in the script that stores the task's result
+    (worker.result_backend), so the API need not: the API asks for it only when the cache
+    and the results share one Redis."""
 
     request_id: str
     n_rows: int
     received_at: float
     owner: str = ""
+    cache_key: str = ""
+    cache_ttl: int = 0
+
+    def wire(self) -> list[Any]:
+        head = [self.request_id, self.n_rows, self.received_at, self.owner]
+        # Appended, so a worker of an earlier release reads the first four and ignores them.
+        return [*head, self.cache_key, self.cache_ttl] if self.cache_key else head
+
+    @classmethod
+    def from_wire(cls, s: Sequence[Any]) -> Segment:
+        # A segment of three came from an API of an earlier release: it has no owner.
+        owner = str(s[3]) if len(s) > 3 else ""
+        if len(s) > 5 and s[4]:
+            return cls(str(s[0]), int(s[1]), float(s[2]), owner, str(s[4]), int(s[5]))
+        return cls(str(s[0]), int(s[1]), float(s[2]), owner)
 
 
 @dataclass(frozen=True)
@@ -81,7 +101,7 @@ class PredictBatch:
 
     def args(self) -> list[Any]:
         a, data = self.artifact, self.rows_data
-        segments = [[s.request_id, s.n_rows, s.received_at, s.owner] for s in self.segments]
+        segments = [s.wire() for s in self.segments]
         rows = data if isinstance(data, str) else data.wire()
         return [a.model_type, a.version, a.sha256, rows, segments]
 
@@ -97,11 +117,7 @@ class PredictBatch:
         else:
             # Rows as lists (not text) came from an API of an earlier release.
             data = rows if isinstance(rows, str) else orjson.dumps(rows).decode()
-        # A segment of three came from an API of an earlier release: it has no owner.
-        parsed = tuple(
-            Segment(str(s[0]), int(s[1]), float(s[2]), str(s[3]) if len(s) > 3 else "")
-            for s in segments
-        )
+        parsed = tuple(Segment.from_wire(s) for s in segments)
         return cls(Artifact(model_type, version, sha256), data, parsed)
 
     @staticmethod
@@ -156,7 +172,7 @@ class ShadowPredict:
             a.version,
             a.sha256,
             self.rows_json,
-            [s.request_id, s.n_rows, s.received_at, s.owner],
+            s.wire(),
             self.primary_request_id,
         ]
 
@@ -170,7 +186,7 @@ class ShadowPredict:
         segment: list[Any],
         primary_request_id: str,
     ) -> Self:
-        parsed = Segment(str(segment[0]), int(segment[1]), float(segment[2]), str(segment[3]))
+        parsed = Segment.from_wire(segment)
         return cls(Artifact(model_type, version, sha256), rows_json, parsed, primary_request_id)
 
     def rows(self) -> list[list[Any]]:

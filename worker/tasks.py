@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from celery import Celery
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure
@@ -23,6 +25,7 @@ from common.errors import (
     StoreUnavailable,
 )
 from common.jobs import job_status
+from common.request_results import CACHE_WRITTEN, split
 from common.settings import Settings
 from queueing.messages import (
     CALLBACK_TASK,
@@ -34,10 +37,12 @@ from queueing.messages import (
     SHADOW_TASK,
     JobChunk,
     PredictBatch,
+    Segment,
     ShadowPredict,
 )
 from worker.base import ServingTask
 from worker.limits import task_context
+from worker.result_backend import CACHE_WRITES
 
 log = logging.getLogger(__name__)
 FINALIZE_RETRIES = 4
@@ -59,7 +64,26 @@ def predict(task: ServingTask, *args: Any) -> dict[str, Any]:
         except ServingError as exc:
             inference.fail(message.artifact, rows, message.segments, exc)
             raise
-        return inference.predict(message.artifact, rows, message.segments)
+        result = inference.predict(message.artifact, rows, message.segments)
+        if not task.settings.worker_writes_cache:
+            return result  # this worker's results are not where the cache is
+        writes = cache_writes(message.segments, result)
+        if not writes:
+            return result
+        # Written with the result, by the script that stores it (worker.result_backend).
+        setattr(task.request, CACHE_WRITES, writes)
+        return {**result, CACHE_WRITTEN: True}
+
+
+def cache_writes(segments: Sequence[Segment], result: dict[str, Any]) -> list[Any]:
+    """The prediction cache's entries the API asked for: each request's own result, as
+    the API would write it (PredictionService), under the key it gave."""
+    owns = split(result, (s.n_rows for s in segments))
+    return [
+        (s.cache_key, s.cache_ttl, orjson.dumps(own))
+        for s, own in zip(segments, owns, strict=True)
+        if s.cache_key and s.cache_ttl > 0
+    ]
 
 
 def shadow_predict(task: ServingTask, *args: Any) -> None:

@@ -27,6 +27,7 @@ from common.errors import (
 from common.log_rows import log_row
 from common.observability import new_id, request_id_var
 from common.registry import ModelMetadata
+from common.request_results import CACHE_WRITTEN
 from common.services.models import ModelService
 from common.services.requests import PredictRequest, RawBody
 from common.settings import Settings
@@ -117,6 +118,7 @@ class PredictionService:
         self.dispatcher = dispatcher
         self._shadows: set[asyncio.Task[None]] = set()
         self.admission = InFlightLimit(settings.max_in_flight_predictions)
+        self.worker_caches = settings.worker_writes_cache
 
     async def predict(self, request: PredictRequest) -> Outcome:
         """A prediction; past the deadline it becomes a job to poll (PredictionDeferred
@@ -153,9 +155,11 @@ class PredictionService:
             )
         else:
             result = await self._from_workers(
-                request.owner, meta, request_id, rows, encoded, received_at
+                request.owner, meta, request_id, rows, encoded, received_at, key
             )
-            self.cache.put(key, orjson.dumps(result))
+            # Cached by the worker, unless not asked to or of an earlier release.
+            if not result.pop(CACHE_WRITTEN, False):
+                self.cache.put(key, orjson.dumps(result))
         metrics.PREDICTIONS.labels(*labels, "ok").inc()
         metrics.PREDICTION_ROWS.labels(*labels).inc(len(rows))
         if (shadow := await self.models.shadow_of(meta)) is not None:
@@ -189,13 +193,15 @@ class PredictionService:
         rows: list[list[Any]],
         encoded: bytes,
         received_at: float,
+        cache_key: str,
     ) -> dict[str, Any]:
         labels = (meta.model_type, meta.version)
+        worker_key = cache_key if self.worker_caches else ""
         try:
             # Only a request that goes to a worker takes a slot: hits cost nothing.
             with self.admission.slot(), metrics.PREDICTIONS_IN_FLIGHT.track_inprogress():
                 return await self.batcher.predict(
-                    meta, request_id, rows, received_at, encoded, owner
+                    meta, request_id, rows, received_at, encoded, owner, worker_key
                 )
         except TooManyRequests as exc:
             metrics.PREDICTIONS.labels(*labels, exc.type).inc()

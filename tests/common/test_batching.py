@@ -12,6 +12,7 @@ import pytest
 from common.batching import MicroBatcher, Request
 from common.errors import InvalidInput, PredictionTimeout
 from common.registry import ModelMetadata
+from common.request_results import CACHE_WRITTEN
 
 
 def meta(model_type: str = "xgboost", version: str = "1", sha: str = "a") -> ModelMetadata:
@@ -187,3 +188,31 @@ def test_at_most_max_in_flight_tasks_per_lane_are_out(in_flight: int) -> None:
         return out
 
     assert asyncio.run(scenario()) == in_flight
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_each_request_learns_whether_the_worker_cached_its_result(written: bool) -> None:
+    async def scenario() -> tuple[FakeQueue, list[dict[str, Any]]]:
+        q = FakeQueue()
+        dispatch = q.dispatch
+
+        async def caching(m: ModelMetadata, requests: list[Request]) -> dict[str, Any]:
+            result = await dispatch(m, requests)
+            return {**result, CACHE_WRITTEN: True} if written else result
+
+        b = MicroBatcher(caching, max_rows=100, max_wait=0.05, max_in_flight=1)
+        first = asyncio.ensure_future(b.predict(meta(), "r0", [[0.0]], 0.0, cache_key="k0"))
+        await asyncio.sleep(0)
+        rest = [
+            asyncio.ensure_future(b.predict(meta(), f"r{i}", [[i / 10]], 0.0, cache_key=f"k{i}"))
+            for i in (1, 2)
+        ]
+        await asyncio.sleep(0)
+        q.release.set()
+        return q, await asyncio.gather(first, *rest)
+
+    q, results = asyncio.run(scenario())
+    assert [r.cache_key for _, requests in q.batches for r in requests] == ["k0", "k1", "k2"]
+    for i, result in enumerate(results):
+        assert result["labels"] == [f"xgboost/1:{i / 10}"]
+        assert result.get(CACHE_WRITTEN, False) is written

@@ -4,6 +4,7 @@ API's channel, and a success that a later run of the same task never overwrites.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ from celery import states
 
 from common.settings import Settings
 from worker.celery_app import create_celery
-from worker.result_backend import ResultBackend
+from worker.result_backend import CACHE_WRITES, ResultBackend
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +90,34 @@ def test_a_failure_can_be_replaced_by_a_later_success(
     assert stored(client, "t3")["status"] == "FAILURE"
     backend.store_result("t3", {"labels": ["b"]}, states.SUCCESS)
     assert stored(client, "t3")["result"] == {"labels": ["b"]}
+
+
+def test_a_success_writes_the_cache_entries_its_request_carries_before_the_publish(
+    backend: ResultBackend, client: redis.Redis
+) -> None:
+    listener = client.pubsub()
+    listener.subscribe("celery-task-meta-t4")
+    listener.get_message(timeout=1)
+    request = SimpleNamespace(**{CACHE_WRITES: [("pred:a", 300, b'{"a":1}'), ("pred:b", 60, b"2")]})
+
+    backend.store_result("t4", {"labels": ["a", "b"]}, states.SUCCESS, request=request)
+
+    message = listener.get_message(timeout=2)
+    assert message is not None and orjson.loads(message["data"])["status"] == "SUCCESS"
+    assert (client.get("pred:a"), client.get("pred:b")) == (b'{"a":1}', b"2")
+    assert 290 < client.ttl("pred:a") <= 300 and 50 < client.ttl("pred:b") <= 60
+    listener.close()
+
+
+def test_no_cache_entry_is_written_for_a_failure_or_over_a_success(
+    backend: ResultBackend, client: redis.Redis
+) -> None:
+    failed = SimpleNamespace(**{CACHE_WRITES: [("pred:c", 300, b"failed")]})
+    backend.store_result("t5", RuntimeError("the model failed"), states.FAILURE, request=failed)
+    assert client.get("pred:c") is None
+
+    backend.store_result("t6", {"labels": ["first"]}, states.SUCCESS)
+    rerun = SimpleNamespace(**{CACHE_WRITES: [("pred:d", 300, b"rerun")]})
+    backend.store_result("t6", {"labels": ["rerun"]}, states.SUCCESS, request=rerun)
+    assert client.get("pred:d") is None  # the first run's answer stands, and only it
+    assert stored(client, "t6")["result"] == {"labels": ["first"]}

@@ -102,3 +102,25 @@ def test_job_steps_are_only_the_known_ones() -> None:
     assert JobStep(FINALIZE_JOB_TASK, "j").summary() == "('j')"
     with pytest.raises(ValueError, match="not a job step"):
         JobStep("serving.predict", "j")
+
+
+def test_a_segment_carries_its_cache_key_only_when_the_worker_caches() -> None:
+    cached = Segment("r1", 2, 1.5, "owner", "pred:key", 300)
+    plain = Segment("r2", 1, 1.5, "owner")
+
+    assert plain.wire() == ["r2", 1, 1.5, "owner"]  # what a worker of any release reads
+    assert cached.wire() == ["r1", 2, 1.5, "owner", "pred:key", 300]
+    assert Segment.from_wire(cached.wire()) == cached
+    assert Segment.from_wire(["r3", 1, 0.0]) == Segment("r3", 1, 0.0)  # an earlier API's
+
+
+def test_a_batch_asks_the_worker_to_cache_only_with_a_lifetime() -> None:
+    requests = [request([[1.0, 2.0]]), request([[3.0, 4.0]])]
+    requests[0].cache_key = "pred:first"
+
+    with_ttl = predict_batch_message(Meta(), requests, cache_ttl=60)
+    without = predict_batch_message(Meta(), requests, cache_ttl=0)
+
+    assert [(s.cache_key, s.cache_ttl) for s in with_ttl.segments] == [("pred:first", 60), ("", 0)]
+    assert PredictBatch.from_args(*with_ttl.args()) == with_ttl
+    assert [(s.cache_key, s.cache_ttl) for s in without.segments] == [("", 0), ("", 0)]
