@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from celery import Celery
+from celery import Celery, states
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure
 
@@ -64,15 +64,31 @@ def predict(task: ServingTask, *args: Any) -> dict[str, Any]:
         except ServingError as exc:
             inference.fail(message.artifact, rows, message.segments, exc)
             raise
-        result = inference.predict(message.artifact, rows, message.segments)
-        if not task.settings.worker_writes_cache:
-            return result  # this worker's results are not where the cache is
-        writes = cache_writes(message.segments, result)
-        if not writes:
-            return result
-        # Written with the result, by the script that stores it (worker.result_backend).
-        setattr(task.request, CACHE_WRITES, writes)
-        return {**result, CACHE_WRITTEN: True}
+        stored: dict[str, Any] = {}
+
+        def answer(result: dict[str, Any]) -> None:
+            # Stored, cached and published to the API before the rows are logged. Celery
+            # stores a prediction's failures only (register_tasks).
+            stored.update(with_cache_writes(task, message.segments, result))
+            backend, request = task.backend, task.request
+            backend.store_result(request.id, stored, states.SUCCESS, request=request)
+
+        inference.predict(message.artifact, rows, message.segments, answer)
+        return stored
+
+
+def with_cache_writes(
+    task: ServingTask, segments: Sequence[Segment], result: dict[str, Any]
+) -> dict[str, Any]:
+    """The result to store, with the cache writes its script makes set on the request."""
+    if not task.settings.worker_writes_cache:
+        return result  # this worker's results are not where the cache is
+    writes = cache_writes(segments, result)
+    if not writes:
+        return result
+    # Written with the result, by the script that stores it (worker.result_backend).
+    setattr(task.request, CACHE_WRITES, writes)
+    return {**result, CACHE_WRITTEN: True}
 
 
 def cache_writes(segments: Sequence[Segment], result: dict[str, Any]) -> list[Any]:
@@ -167,7 +183,15 @@ def ping(task: ServingTask) -> dict[str, Any]:
 
 def register_tasks(app: Celery, settings: Settings) -> None:
     base = type("Task", (ServingTask,), {"settings": settings})
-    app.task(name=PREDICT_TASK, bind=True, base=base)(predict)
+    # A prediction stores its own result, before logging its rows (predict); Celery
+    # stores a failure.
+    app.task(
+        name=PREDICT_TASK,
+        bind=True,
+        base=base,
+        ignore_result=True,
+        store_errors_even_if_ignored=True,
+    )(predict)
     app.task(name=PREDICT_CHUNK_TASK, bind=True, base=base)(predict_chunk)
     app.task(name=SHADOW_TASK, bind=True, base=base, ignore_result=True)(shadow_predict)
     app.task(name=PREPARE_JOB_TASK, bind=True, base=base)(prepare_job)

@@ -72,10 +72,18 @@ class BatchInference:
         self.guard = guard
 
     def predict(
-        self, artifact: Any, rows: Rows, segments: Sequence[BatchSegment]
+        self,
+        artifact: Any,
+        rows: Rows,
+        segments: Sequence[BatchSegment],
+        answer: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Predict a batch; each request gets its own log row, failed or not. The log
-        never fails the answer (the sink spools what the database refuses)."""
+        never fails the answer (the sink spools what the database refuses).
+
+        `answer`, if given, delivers the result before the rows are logged: the callers
+        need not wait for the log, and the rows are still written before the task ends
+        (and so before its message is acknowledged)."""
         labels = artifact.labels
         started, now = time.perf_counter(), time.time()
         for segment in segments:
@@ -85,6 +93,8 @@ class BatchInference:
         except ServingError as exc:
             self.fail(artifact, rows, segments, exc)
             raise
+        if answer is not None:
+            answer(result)
         self.log.record(batch_rows(labels, rows, segments, result, None))
         metrics.TASKS.labels(*labels, "ok").inc()
         metrics.TASK_DURATION.labels(*labels).observe(time.perf_counter() - started)
