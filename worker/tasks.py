@@ -46,6 +46,7 @@ from worker.result_backend import CACHE_WRITES
 
 log = logging.getLogger(__name__)
 FINALIZE_RETRIES = 4
+RESULT_REPR_CHARS = 256
 
 
 def predict(task: ServingTask, *args: Any) -> dict[str, Any]:
@@ -184,13 +185,15 @@ def ping(task: ServingTask) -> dict[str, Any]:
 def register_tasks(app: Celery, settings: Settings) -> None:
     base = type("Task", (ServingTask,), {"settings": settings})
     # A prediction stores its own result, before logging its rows (predict); Celery
-    # stores a failure.
+    # stores a failure. Celery reprs every result for its log line and event (Flower
+    # shows it): at its 1,024 characters that cost 155 us for a 20-row batch, at 256 32 us.
     app.task(
         name=PREDICT_TASK,
         bind=True,
         base=base,
         ignore_result=True,
         store_errors_even_if_ignored=True,
+        resultrepr_maxsize=RESULT_REPR_CHARS,
     )(predict)
     app.task(name=PREDICT_CHUNK_TASK, bind=True, base=base)(predict_chunk)
     app.task(name=SHADOW_TASK, bind=True, base=base, ignore_result=True)(shadow_predict)
