@@ -104,13 +104,13 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pairs",
         type=int,
-        default=5,
+        default=15,
         help="back-to-back rounds of the two scenarios each drift-bound target compares "
         "(misses vs naive Celery at c=1, misses vs bare at c=64; bench/sync_pairs.py; "
-        "default 5, 0: none)",
+        "default 15, 0: none)",
     )
     parser.add_argument(
-        "--pair-duration", type=float, default=5.0, help="seconds measured per pair window"
+        "--pair-duration", type=float, default=2.0, help="seconds measured per pair window"
     )
     parser.add_argument(
         "--pin",

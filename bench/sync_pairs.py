@@ -9,6 +9,11 @@ one session's runs, and the bare endpoint's c=64 req/s from 798 to 1,315. A pair
 windows are seconds apart and the order alternates, so a drift during the pairs weighs on
 both sides alike. Such a target's figure is the median of the rounds' ratios; the single
 windows of the main sequence are shown beside it.
+
+Many short rounds rather than a few long ones (15 of 2 s each by default, after 0.5 s of
+load to settle): the machine's speed changes within seconds. In one run five rounds of
+5 s at c=64 ranged from 0.61x to 1.21x; thirty paired rounds of 1.5 s, with a change
+switched on and off between windows, told its effect within a few percent.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
     from bench.stack import RunContext
     from bench.sync_points import Point, Profiled, Templates
 
-PAIR_WARMUP_S = 1.0
+PAIR_WARMUP_S = 0.5
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ installed) at several concurrencies:
                      (at --big-concurrency; the ratio is to the bare app's 1,000 rows)
 
 Then, for the two targets whose margin is inside the machine's drift, `--pairs N` rounds
-(default 5) of the two scenarios they compare, one right after the other in alternating
-order, `--pair-duration` seconds each (default 5; bench/sync_pairs.py): cache misses
+(default 15) of the two scenarios they compare, one right after the other in alternating
+order, `--pair-duration` seconds each (default 2; bench/sync_pairs.py): cache misses
 against naive Celery's p50 at c=1, and against the bare endpoint's req/s at c=64. Those
 targets' figures are the medians of the rounds' ratios, since the main sequence measures
 the two minutes apart. A profiled run (`--profile`) has no pairs.
