@@ -10,27 +10,10 @@ import pytest
 from common.errors import PredictionFailed
 from common.services.inference import BatchInference
 from queueing.messages import Artifact, Segment
+from tests.common.services.fakes import Model, Models
 
 ARTIFACT = Artifact("xgboost", "1", "a" * 64)
 SEGMENTS = [Segment("r1", 1, 0.0, "o"), Segment("r2", 2, 0.0, "o")]
-
-
-class Model:
-    def __init__(self, fails: bool = False) -> None:
-        self.fails = fails
-
-    def predict(self, rows: Any) -> dict[str, Any]:
-        if self.fails:
-            raise RuntimeError("the model broke")
-        return {"labels": ["a"] * len(rows), "probabilities": [[1.0, 0.0]] * len(rows)}
-
-
-class Models:
-    def __init__(self, model: Model) -> None:
-        self.model = model
-
-    def get(self, model_type: str, version: str, sha256: str) -> Any:
-        return self.model
 
 
 class Events:
@@ -58,7 +41,7 @@ def test_the_answer_goes_out_before_the_rows_are_logged() -> None:
 
 def test_a_failed_model_answers_nothing_and_logs_each_request_as_failed() -> None:
     events = Events()
-    inference = BatchInference(Models(Model(fails=True)), events)
+    inference = BatchInference(Models(Model(error=RuntimeError("the model broke"))), events)
 
     with pytest.raises(PredictionFailed):
         inference.predict(ARTIFACT, [[1.0]] * 3, SEGMENTS, events.answer)

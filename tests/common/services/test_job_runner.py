@@ -23,24 +23,7 @@ from common.store import LocalStore
 from common.tenancy import owner_of
 from queueing.messages import Artifact
 from tests.common.conftest import MetaFactory
-
-
-class Model:
-    def __init__(self, meta: ModelMetadata, error: Exception | None = None) -> None:
-        self.meta, self.error = meta, error
-
-    def predict(self, rows: list[list[float]]) -> dict[str, list[Any]]:
-        if self.error is not None:
-            raise self.error
-        return {"labels": ["a"] * len(rows), "probabilities": [[0.5, 0.5]] * len(rows)}
-
-
-class Models:
-    def __init__(self, model: Model) -> None:
-        self.model = model
-
-    def get(self, model_type: str, version: str, sha256: str) -> Model:
-        return self.model
+from tests.common.services.fakes import Model, Models
 
 
 class Recorder:
